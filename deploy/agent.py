@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""A scripted demo agent: edits an OpenClaw / Soul Spec workspace the way a real agent does.
+
+No model is involved, but the file traffic is realistic, because that traffic is what swarm must
+survive: whole-file read-modify-write of MEMORY.md (some writes atomic, some in place), appends to
+today's daily log, a write every 50-200 ms, two instances changing the same line at the same
+moment, and one rewrite of MEMORY.md from a stale read. Every entry carries a unique id and is
+logged (JSON lines), so the demo can prove that each one ends up present exactly once.
+
+Standard library only: it runs in the slim demo image and beside any Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+MEMORY = "MEMORY.md"
+TOPIC = "memory/projects.md"
+TOPIC_SECTION = "swarm"
+FOCUS_PREFIX = "- Current focus:"
+PAUSE_RANGE = (0.05, 0.2)  # seconds between two writes, like an agent between tool calls
+BURST_PAUSE_RANGE = (0.05, 0.1)
+STALE_READ_DELAY = 0.3  # the cloud agent "thinks" this long between its read and its write
+LOCAL_BURST = 3  # MEMORY.md notes the local agent writes right after the shared-line moment
+
+DECISIONS = (
+    "keep one CRDT document per memory file",
+    "render merged text atomically (tmp, fsync, rename)",
+    "use a Redis stream as the replay log behind pub/sub",
+    "treat SOUL.md as read-mostly; review changes by hand",
+    "tag every memory entry with the instance that wrote it",
+    "nightly compaction of the daily logs into MEMORY.md",
+    "never store tokens or secrets in memory — point to the vault instead",
+    "prefer line-level merges: a line is the unit of meaning",
+)
+PREFERENCES = (
+    "the user wants answers with the command first",
+    "the user reads diffs, not summaries — show the patch",
+    "café hours: no pings before 09:00 CET",
+    "naïve ideas welcome in brainstorms, flagged as such",
+    "units in SI; dates as 2025-06-02",
+    "code comments in English, commit messages imperative",
+    "the user likes ✅ checklists for multi-step tasks",
+    "keep status updates under five lines → details on request",
+)
+DAILY_NOTES = (
+    "ran the test suite: all green",
+    "opened a draft PR for the watcher debounce",
+    "user asked for a shorter README intro",
+    "pair session on the merge rules — notes in projects.md",
+    "benchmark: p50 sync latency under 10 ms on loopback",
+    "fixed a flaky test (poll with a deadline, no sleeps)",
+    "reviewed the compose file with the user",
+    "tried the demo offline: edits queued, then caught up",
+)
+TOPIC_NOTES = (
+    "idea: show the merge of a stale write in the demo",
+    "risk: an in-place write can be read half-written",
+    "todo: document the status table columns",
+    "done: sidecar health and readiness endpoints",
+    "question: how long should offline nodes stay in the table?",
+    "note: Größe of a snapshot stays bounded by compaction",
+)
+MEMORY_NOTES = (
+    "the laptop instance handles local builds and editor context",
+    "local runs keep working offline and catch up later",
+    "the user's repo lives at ~/src/swarm on the laptop",
+    "the local GPU is busy during benchmarks — schedule around it",
+)
+FOCUS_TEXT = {
+    "cloud": "review the cloud deployment (cloud)",
+    "local": "polish the local developer loop (local)",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line an agent wrote, as recorded in its log."""
+
+    id: str
+    role: str
+    kind: str
+    file: str
+    line: str
+    write: str
+    stale: bool = False
+
+
+def read_text(path: Path) -> str:
+    """The whole file, or "" when it does not exist yet."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write the way careful agents do: a temp file next to the target, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_in_place(path: Path, text: str) -> None:
+    """Write the way most agents do: truncate, then write (readers may see it half done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line, first ending an unterminated last line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = read_text(path)
+    prefix = "\n" if current and not current.endswith("\n") else ""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(prefix + line + "\n")
+
+
+def insert_under(text: str, section: str, line: str) -> str:
+    """Insert `line` as the last bullet of `## section`, creating the section if it is missing."""
+    lines = text.splitlines()
+    header = f"## {section}"
+    start = next((i for i, current in enumerate(lines) if current.strip() == header), None)
+    if start is None:
+        body = text.rstrip("\n")
+        return f"{body}\n\n{header}\n{line}\n" if body else f"{header}\n{line}\n"
+    end = start + 1
+    while end < len(lines) and not lines[end].startswith("## "):
+        end += 1
+    at = end
+    while at > start + 1 and not lines[at - 1].strip():
+        at -= 1
+    lines.insert(at, line)
+    return "\n".join(lines) + "\n"
+
+
+def replace_focus(text: str, line: str) -> str:
+    """Replace the "Current focus:" line (the line both agents fight over)."""
+    lines = text.splitlines()
+    for i, current in enumerate(lines):
+        if current.startswith(FOCUS_PREFIX):
+            lines[i] = line
+            return "\n".join(lines) + "\n"
+    return insert_under(text, "Projects", line)
+
+
+def capital(phrase: str) -> str:
+    return phrase[:1].upper() + phrase[1:]
+
+
+def wait_until(moment: float) -> None:
+    delay = moment - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+class Agent:
+    """One scripted instance: `role` decides which files it edits and how."""
+
+    def __init__(self, role: str, workspace: Path, rng: random.Random, log: IO[str] | None,
+                 entries: int) -> None:
+        self.role = role
+        self.workspace = workspace
+        self.rng = rng
+        self.log = log
+        self.written = 0
+        self.width = max(3, len(str(entries)))
+        self.today = dt.datetime.now(dt.UTC).date().isoformat()
+        self.burst_left = 0
+
+    def next_id(self) -> str:
+        self.written += 1
+        return f"{self.role}-{self.written:0{self.width}d}"
+
+    def record(self, entry: Entry) -> None:
+        if self.log is not None:
+            self.log.write(json.dumps({**entry.__dict__, "at": time.time()},
+                                      ensure_ascii=False) + "\n")
+            self.log.flush()
+
+    def rewrite(self, rel: str, text: str) -> str:
+        """Write a whole file back, atomically or in place (agents do both)."""
+        path = self.workspace / rel
+        if self.rng.random() < 0.5:
+            write_atomic(path, text)
+            return "atomic"
+        write_in_place(path, text)
+        return "in-place"
+
+    def step(self, *, stale: bool = False) -> None:
+        """Write one entry."""
+        if self.role == "cloud":
+            self.cloud_step(stale=stale)
+        elif self.burst_left > 0:
+            self.burst_left -= 1
+            self.memory_note()
+        else:
+            choice = self.rng.random()
+            if choice < 0.5:
+                self.daily_note()
+            elif choice < 0.8:
+                self.topic_note()
+            else:
+                self.memory_note()
+
+    def cloud_step(self, *, stale: bool) -> None:
+        """Record a decision or preference in MEMORY.md: read whole, insert, write whole."""
+        entry_id = self.next_id()
+        kind = self.rng.choice(("decision", "preference"))
+        if kind == "decision":
+            section, line = "Decisions", f"- [{entry_id}] Decided: {self.rng.choice(DECISIONS)}."
+        else:
+            preference = capital(self.rng.choice(PREFERENCES))
+            section, line = "Preferences", f"- [{entry_id}] {preference}."
+        before = read_text(self.workspace / MEMORY)
+        if stale:
+            time.sleep(STALE_READ_DELAY)  # the other instance's edits land meanwhile
+        mode = self.rewrite(MEMORY, insert_under(before, section, line))
+        self.record(Entry(entry_id, self.role, kind, MEMORY, line, mode, stale))
+
+    def daily_note(self) -> None:
+        """Append to today's memory/YYYY-MM-DD.md, creating it with its heading."""
+        entry_id = self.next_id()
+        clock = dt.datetime.now(dt.UTC).strftime("%H:%M")
+        line = f"- [{entry_id}] {clock} {self.rng.choice(DAILY_NOTES)}"
+        rel = f"memory/{self.today}.md"
+        path = self.workspace / rel
+        if path.exists():
+            append_line(path, line)
+            mode = "append"
+        else:
+            write_in_place(path, f"# {self.today}\n\n{line}\n")
+            mode = "in-place"
+        self.record(Entry(entry_id, self.role, "daily", rel, line, mode))
+
+    def topic_note(self) -> None:
+        entry_id = self.next_id()
+        line = f"- [{entry_id}] {capital(self.rng.choice(TOPIC_NOTES))}"
+        text = insert_under(read_text(self.workspace / TOPIC), TOPIC_SECTION, line)
+        mode = self.rewrite(TOPIC, text)
+        self.record(Entry(entry_id, self.role, "topic", TOPIC, line, mode))
+
+    def memory_note(self) -> None:
+        entry_id = self.next_id()
+        line = f"- [{entry_id}] {capital(self.rng.choice(MEMORY_NOTES))}."
+        text = insert_under(read_text(self.workspace / MEMORY), "Projects", line)
+        mode = self.rewrite(MEMORY, text)
+        self.record(Entry(entry_id, self.role, "memory-note", MEMORY, line, mode))
+
+    def change_focus(self) -> None:
+        """Both instances change the same existing line to different text at the same moment."""
+        entry_id = f"{self.role}-focus"
+        line = f"{FOCUS_PREFIX} {FOCUS_TEXT[self.role]} [{entry_id}]"
+        text = replace_focus(read_text(self.workspace / MEMORY), line)
+        mode = self.rewrite(MEMORY, text)
+        self.record(Entry(entry_id, self.role, "focus", MEMORY, line, mode))
+        if self.role == "local":
+            self.burst_left = LOCAL_BURST
+
+
+def run(agent: Agent, entries: int, start_at: float, same_line_at: float) -> None:
+    """Write `entries` entries at agent pace, with the shared-line moment in between.
+
+    The cloud agent's entry right after that moment is its stale rewrite. If the moment falls
+    after the other entries, the last entry is held back for it, so the stale rewrite always
+    happens.
+    """
+    wait_until(start_at)
+    focus_done = False
+    done = 0
+    while done < entries:
+        low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
+        pause = agent.rng.uniform(low, high)
+        last = done == entries - 1
+        if not focus_done and (time.time() + pause >= same_line_at or last):
+            wait_until(same_line_at)
+            agent.change_focus()
+            focus_done = True
+            if agent.role == "cloud":
+                agent.step(stale=True)
+                done += 1
+            continue
+        time.sleep(pause)
+        agent.step()
+        done += 1
+    if not focus_done:
+        wait_until(same_line_at)
+        agent.change_focus()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--role", choices=("cloud", "local"), required=True)
+    parser.add_argument("--dir", type=Path, required=True, help="the agent's workspace")
+    parser.add_argument("--entries", type=int, required=True, help="entries to write (>= 1)")
+    parser.add_argument("--start-at", type=float, help="epoch seconds of the first write")
+    parser.add_argument("--same-line-at", type=float,
+                        help="epoch seconds at which both agents change the same line")
+    parser.add_argument("--schedule", type=Path,
+                        help='JSON file {"start_at": ..., "same_line_at": ...} instead of the two '
+                             "flags (written by deploy/schedule.py in docker compose)")
+    parser.add_argument("--seed", type=int, help="random seed (default: fixed per role)")
+    parser.add_argument("--log", type=Path, help="JSON-lines file listing every entry written")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        parser.error(f"--dir {args.dir}: not a directory")
+    if args.entries < 1:
+        parser.error("--entries must be at least 1")
+    if args.schedule is not None:
+        try:
+            moments = json.loads(args.schedule.read_text(encoding="utf-8"))
+            args.start_at = float(moments["start_at"])
+            args.same_line_at = float(moments["same_line_at"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--schedule {args.schedule}: unreadable schedule ({exc})")
+    if args.start_at is None or args.same_line_at is None:
+        parser.error("give --start-at and --same-line-at, or --schedule")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed if args.seed is not None else {"cloud": 1, "local": 2}[args.role])
+    if args.log is not None:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+    log = open(args.log, "w", encoding="utf-8") if args.log is not None else None  # noqa: SIM115
+    try:
+        agent = Agent(args.role, args.dir, rng, log, args.entries)
+        run(agent, args.entries, args.start_at, args.same_line_at)
+    finally:
+        if log is not None:
+            log.close()
+    print(f"{args.role}: wrote {agent.written} entries and changed the focus line", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Which paths of the memory folder sync.
+
+Patterns use gitignore syntax (pathspec). As in git, a file inside an ignored folder stays
+ignored even when a later `!pattern` names it: the scan prunes ignored folders, so accepting
+such a file would make the watcher and the scan disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+
+from pathspec import GitIgnoreSpec
+
+DEFAULT_INCLUDE: tuple[str, ...] = ("*.md",)
+DEFAULT_IGNORE: tuple[str, ...] = (
+    ".swarm/",
+    ".git/",
+    "memory/runtime/",
+    "*.swp",
+    "*.swo",
+    "*~",
+    ".#*",
+    r"\#*#",  # a leading "#" starts a comment in gitignore syntax
+    "*.tmp",
+    ".*.swarm-tmp*",
+    "4913",
+    ".DS_Store",
+)
+# Never syncable, whatever .swarmignore negates: swarm's own state and its render temp files.
+PROTECTED_IGNORE: tuple[str, ...] = (".swarm/", ".git/", ".*.swarm-tmp*")
+SWARMIGNORE = ".swarmignore"
+
+
+class PathPolicy:
+    """Decides whether a POSIX path relative to the memory folder is synced."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+        ignore: Sequence[str] = (),
+        state_dir: Path | None = None,
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self._real_root = Path(os.path.realpath(root))
+        self._include = GitIgnoreSpec.from_lines(list(include))
+        protected = list(PROTECTED_IGNORE)
+        if state_dir is not None:
+            state_rel = self.relative(Path(os.path.abspath(state_dir)))
+            if state_rel is not None:
+                protected.append("/" + _escape(state_rel) + "/")
+        self._protected = GitIgnoreSpec.from_lines(protected)
+        self._extra_ignore = tuple(ignore)
+        self._ignore = self._build_ignore()
+
+    def reload(self) -> None:
+        """Re-read `.swarmignore` after it changed."""
+        self._ignore = self._build_ignore()
+
+    def accepts(self, rel: str) -> bool:
+        """True when `rel` names a file inside the root that is included and not ignored."""
+        if not _is_clean_relative(rel):
+            return False
+        if not self._include.match_file(rel) or self._ignored(rel):
+            return False
+        if any(self.ignores_dir(parent) for parent in _parent_dirs(rel)):
+            return False
+        return self._stays_inside(rel)
+
+    def ignores_dir(self, rel_dir: str) -> bool:
+        """True when the folder `rel_dir` (POSIX, relative) is ignored as a whole."""
+        return self._ignored(rel_dir.rstrip("/") + "/")
+
+    def relative(self, path: Path) -> str | None:
+        """The POSIX path of `path` relative to the root, or None when it is not inside."""
+        absolute = Path(os.path.abspath(path))
+        for base in (self.root, self._real_root):
+            try:
+                rel = absolute.relative_to(base)
+            except ValueError:
+                continue
+            posix = rel.as_posix()
+            return None if posix == "." else posix
+        return None
+
+    def _ignored(self, rel: str) -> bool:
+        return self._protected.match_file(rel) or self._ignore.match_file(rel)
+
+    def _build_ignore(self) -> GitIgnoreSpec:
+        return GitIgnoreSpec.from_lines(
+            [*DEFAULT_IGNORE, *self._extra_ignore, *_read_lines(self.root / SWARMIGNORE)]
+        )
+
+    def _stays_inside(self, rel: str) -> bool:
+        """Refuse a path that a symlink leads out of the root."""
+        real = Path(os.path.realpath(self.root / rel))
+        return real == self._real_root or self._real_root in real.parents
+
+
+def _is_clean_relative(rel: str) -> bool:
+    if not rel or rel.startswith("/") or "\x00" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _parent_dirs(rel: str) -> Iterable[str]:
+    parents = PurePosixPath(rel).parents
+    return (p.as_posix() for p in reversed(parents) if p.as_posix() != ".")
+
+
+def _escape(rel: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]!#\\" else ch for ch in rel)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []

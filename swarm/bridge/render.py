@@ -1,0 +1,211 @@
+"""Atomic writes and deletes that never clobber an agent write the caller has not seen.
+
+The caller states what it last saw on disk (`expected`; None means "no file"). The file is
+re-read and compared before it is replaced, and its stat is compared again right before
+`os.replace`/`os.unlink`, so the check-to-rename window is a few system calls long.
+
+Remaining race, documented rather than hidden: an agent that writes between that last stat and
+the rename is lost, and so is a write by an agent that still holds the old file open (its bytes
+land in the replaced inode). A write within the same mtime tick that keeps the size also escapes
+the stat comparison. The reader's quiet window (see `reader.py`) makes the second case rare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat as stat_mod
+import tempfile
+from pathlib import Path
+
+from swarm.bridge.reader import ReadResult, StatKey, read_stable
+
+TEMP_SUFFIX = ".swarm-tmp"
+_DEFAULT_MODE = 0o644
+
+
+class RenderConflict(Exception):
+    """The file on disk is not what the caller last saw: ingest `current` first, then retry."""
+
+    def __init__(self, path: Path, current: ReadResult) -> None:
+        state = "missing" if current.missing else (current.problem or "different content")
+        super().__init__(f"{path} changed on disk since it was last seen ({state})")
+        self.path = path
+        self.current = current
+
+
+class RenderError(OSError):
+    """Writing or deleting failed (no space, no permission, ...); the original file is intact."""
+
+
+def write_atomic(
+    path: Path,
+    text: str,
+    *,
+    expected: str | None,
+    expect_missing: bool = False,
+    settle: float = 0.02,
+) -> None:
+    """Replace `path` with `text` unless it differs from `expected` (None: must be missing).
+
+    `expect_missing` demands a missing file whatever `expected` says. Raises RenderConflict
+    when the disk is not as expected, RenderError when the file system refuses.
+    """
+    data = text.encode("utf-8")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _render_error("cannot create folder for", path, exc) from exc
+    seen = _check(path, None if expect_missing else expected, settle)
+    mode = _mode_of(seen)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=parent)
+    except OSError as exc:
+        raise _render_error("cannot write", path, exc) from exc
+    tmp = Path(tmp_name)
+    replaced = False
+    try:
+        try:
+            os.fchmod(fd, mode)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _recheck(path, seen)
+        os.replace(tmp, path)
+        replaced = True
+    except OSError as exc:
+        raise _render_error("cannot write", path, exc) from exc
+    finally:
+        if not replaced:
+            _discard(tmp)
+    _fsync_dir(parent)
+
+
+def remove_file(
+    path: Path, *, expected: str | None, root: Path | None = None, settle: float = 0.02
+) -> bool:
+    """Delete `path` only if it holds `expected`; True if removed, False if already missing.
+
+    Empty parent folders are removed up to, not including, `root`.
+    """
+    current = read_stable(path, settle=settle)
+    if not current.missing:
+        _require(path, current, expected)
+    try:
+        now = _stat_key(path)
+        if now is not None and now != current.stat:
+            raise RenderConflict(path, read_stable(path, settle=0))
+        if now is not None:
+            os.unlink(path)
+    except FileNotFoundError:
+        now = None
+    except OSError as exc:
+        raise _render_error("cannot delete", path, exc) from exc
+    if now is None:
+        _prune_empty_parents(path, root)
+        return False
+    _fsync_dir(path.parent)
+    _prune_empty_parents(path, root)
+    return True
+
+
+class _Seen:
+    """What the check saw: the read and the file's permission bits."""
+
+    def __init__(self, read: ReadResult, mode: int | None) -> None:
+        self.read = read
+        self.mode = mode
+
+
+def _check(path: Path, expected: str | None, settle: float) -> _Seen:
+    current = read_stable(path, settle=settle)
+    if current.missing and expected is None:
+        return _Seen(current, None)
+    _require(path, current, expected)
+    return _Seen(current, _stat_mode(path))
+
+
+def _require(path: Path, current: ReadResult, expected: str | None) -> None:
+    """Raise unless `current` is a successful read whose text is `expected`."""
+    if current.problem is not None and current.problem.startswith("unreadable"):
+        raise RenderError(errno.EACCES, f"cannot check {path}: {current.problem}")
+    if current.text is None or current.text != expected:
+        raise RenderConflict(path, current)
+
+
+def _recheck(path: Path, seen: _Seen) -> None:
+    """Last look before the rename: the file must still be the one whose content was checked."""
+    now = _stat_key(path)
+    if now != seen.read.stat:
+        raise RenderConflict(path, read_stable(path, settle=0))
+
+
+def _mode_of(seen: _Seen) -> int:
+    if seen.mode is not None:
+        return seen.mode
+    umask = os.umask(0)
+    os.umask(umask)
+    return _DEFAULT_MODE & ~umask
+
+
+def _stat_mode(path: Path) -> int | None:
+    try:
+        return stat_mod.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def _stat_key(path: Path) -> StatKey | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename or unlink durable; some file systems refuse directory fsync (EINVAL)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise _render_error("cannot sync folder of", folder, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _prune_empty_parents(path: Path, root: Path | None) -> None:
+    if root is None:
+        return
+    stop = Path(os.path.abspath(root))
+    folder = Path(os.path.abspath(path.parent))
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _render_error(action: str, path: Path, exc: OSError) -> RenderError:
+    reason = exc.strerror or str(exc)
+    return RenderError(exc.errno or errno.EIO, f"{action} {path}: {reason}")

@@ -1,0 +1,120 @@
+"""Recursive, debounced watching of the memory folder, and the initial scan.
+
+The OS reports a folder moved into the root as one event for the folder, and a folder moved
+out as one deletion: the watcher expands both into events for the accepted files they hold,
+using the set of files it knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import awatch
+
+from swarm.bridge.policy import SWARMIGNORE, PathPolicy
+
+DEFAULT_DEBOUNCE_MS = 30
+_STEP_MS = 5  # quiet time after the last change before a batch is yielded
+_RUST_TIMEOUT_MS = 1000  # bounds how long cancelling the consumer can take
+
+
+@dataclass(frozen=True)
+class FileEvent:
+    path: str
+    deleted: bool
+
+
+def scan(root: Path, policy: PathPolicy) -> list[str]:
+    """Every accepted regular file under `root`, sorted; ignored folders are not entered."""
+    return sorted(_scan_under(root, policy, ""))
+
+
+def _scan_under(root: Path, policy: PathPolicy, rel_dir: str) -> set[str]:
+    found: set[str] = set()
+    start = root / rel_dir if rel_dir else root
+    for folder, dirnames, filenames in os.walk(start, followlinks=False):
+        rel_folder = Path(folder).relative_to(root).as_posix()
+        prefix = "" if rel_folder == "." else rel_folder + "/"
+        dirnames[:] = [d for d in dirnames if not policy.ignores_dir(prefix + d)]
+        for name in filenames:
+            rel = prefix + name
+            if policy.accepts(rel) and os.path.isfile(root / rel):
+                found.add(rel)
+    return found
+
+
+class FolderWatcher:
+    """Yields batches of changed accepted paths under `root`."""
+
+    def __init__(
+        self, root: Path, policy: PathPolicy, *, debounce_ms: int = DEFAULT_DEBOUNCE_MS
+    ) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.policy = policy
+        self.debounce_ms = debounce_ms
+        self._known: set[str] = set()
+
+    async def events(self, stop: asyncio.Event) -> AsyncIterator[list[FileEvent]]:
+        """Batches until `stop` is set; `deleted` reflects whether the path exists now."""
+        self._known = set(await asyncio.to_thread(scan, self.root, self.policy))
+        async for changes in awatch(
+            self.root,
+            watch_filter=None,
+            debounce=self.debounce_ms,
+            step=min(_STEP_MS, self.debounce_ms),
+            stop_event=stop,
+            rust_timeout=_RUST_TIMEOUT_MS,
+            recursive=True,
+        ):
+            batch = await asyncio.to_thread(self._batch, [raw for _, raw in changes])
+            if batch:
+                yield batch
+
+    def _batch(self, raw_paths: list[str]) -> list[FileEvent]:
+        touched: set[str] = set()
+        rels = [rel for rel in map(self._relative, raw_paths) if rel is not None]
+        if SWARMIGNORE in rels:
+            touched |= self._reload_policy()
+        for rel in rels:
+            if rel == SWARMIGNORE:
+                continue
+            if self.policy.accepts(rel):
+                touched.add(rel)
+            else:
+                touched |= self._expand_folder(rel)
+        events = [FileEvent(rel, not os.path.exists(self.root / rel)) for rel in sorted(touched)]
+        for event in events:
+            if event.deleted:
+                self._known.discard(event.path)
+            else:
+                self._known.add(event.path)
+        return events
+
+    def _relative(self, raw: str) -> str | None:
+        return self.policy.relative(Path(raw))
+
+    def _expand_folder(self, rel: str) -> set[str]:
+        """Files a folder event stands for: what it now holds, or what it held if it is gone."""
+        if self.policy.ignores_dir(rel):
+            return set()
+        path = self.root / rel
+        if os.path.isdir(path) and not os.path.islink(path):
+            return _scan_under(self.root, self.policy, rel)
+        if os.path.exists(path):
+            return set()
+        prefix = rel + "/"
+        return {known for known in self._known if known.startswith(prefix)}
+
+    def _reload_policy(self) -> set[str]:
+        """Re-read .swarmignore; files it newly admits are reported, newly ignored ones forgotten.
+
+        Ignoring a file must not delete it on other nodes, so no deletion is reported.
+        """
+        self.policy.reload()
+        now = set(scan(self.root, self.policy))
+        self._known &= now
+        return now - self._known

@@ -1,0 +1,240 @@
+"""`MemoryDoc`: one memory file as one pycrdt document.
+
+The document holds the file's lines in the root `Text` "text" (always fully terminated, see
+`text.normalize`) and small facts in the root `Map` "meta": the virtual tail, whether the file
+exists, and the genesis records. Every method runs on the event loop thread: a pycrdt Doc is not
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pycrdt
+
+from swarm.memory import genesis, vector
+from swarm.memory.diff import LineEdit, insertions_only, line_edits
+from swarm.memory.merge import choose_base, merge3
+from swarm.memory.text import normalize, render, split_lines
+from swarm.memory.ytext import apply_line_edits
+
+EXISTS_KEY = "exists"
+
+
+class UpdateError(ValueError):
+    """A CRDT update that could not be applied; the document must be rebuilt from the store."""
+
+
+def new_client_id() -> int:
+    """A fresh client id per document and process run: reusing one after a crash that lost local
+    updates would mint operations with ids the swarm already saw."""
+    return random.randint(1, (1 << 32) - 1)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError | GeneratorExit)
+
+
+class MemoryDoc:
+    def __init__(self, path: str, *, client_id: int | None = None) -> None:
+        self.path = path
+        self._doc: pycrdt.Doc[Any] = pycrdt.Doc(
+            client_id=client_id if client_id is not None else new_client_id()
+        )
+        self._text = self._doc.get(genesis.TEXT_ROOT, type=pycrdt.Text)
+        self._meta = self._doc.get(genesis.META_ROOT, type=pycrdt.Map)
+        self._captured: list[bytes] | None = None
+        self._doc.observe(self._on_transaction)
+        self._resolved_geneses: frozenset[int] = frozenset()
+        self._held: list[tuple[int, int, bytes]] = []  # (client, first clock, update)
+        self.broken = False
+
+    @classmethod
+    def restore(cls, path: str, updates: Iterable[bytes]) -> MemoryDoc:
+        """Rebuild from persisted updates (base state first); raises UpdateError if one is bad."""
+        doc = cls(path)
+        for update in updates:
+            doc._apply_raw(update)
+        return doc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def stored_text(self) -> str:
+        return str(self._text)
+
+    @property
+    def tail(self) -> str:
+        tail = self._meta.get(genesis.TAIL_KEY, "")
+        return tail if isinstance(tail, str) else ""
+
+    @property
+    def content(self) -> str:
+        """The file as it should be on disk."""
+        return render(self.stored_text, self.tail)
+
+    @property
+    def exists(self) -> bool:
+        """A deleted file is one whose text is empty and whose exists flag is down: an edit made
+        concurrently with the deletion leaves text behind, and then the edit wins."""
+        return bool(self.stored_text) or self._meta.get(EXISTS_KEY, True) is not False
+
+    @property
+    def is_empty(self) -> bool:
+        """True while nothing at all is known about this file (no operation ever applied)."""
+        return not self.state_vector_dict()
+
+    def state_vector(self) -> bytes:
+        return self._doc.get_state()
+
+    def state_vector_dict(self) -> vector.StateVector:
+        return vector.decode(self._doc.get_state())
+
+    def encode_state(self) -> bytes:
+        return self._doc.get_update()
+
+    def diff_since(self, state_vector: bytes) -> bytes:
+        """What a peer with this state vector lacks."""
+        return self._doc.get_update(state_vector)
+
+    @property
+    def has_pending(self) -> bool:
+        """True while an update waits for operations that never arrived (invisible in the state
+        vector): anti-entropy must fetch them."""
+        return bool(self._held)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def apply(self, update: bytes) -> list[bytes]:
+        """Merge a remote update; returns the local follow-up updates it caused (genesis fix-ups)
+        that must be persisted and published like local edits."""
+        self._apply_raw(update)
+        return self.settle()
+
+    def write(
+        self, content: str, bases: Sequence[str] = (), *, adopt: bool = False
+    ) -> bytes | None:
+        """Turn an agent's write of the whole file into a local update (None if nothing changed).
+
+        `bases` are earlier versions of the file as this node rendered or read it, newest first;
+        the write is diffed against the one it derives from and merged with everything since.
+        `adopt` is for a node seeing a file for the first time while the swarm already has a
+        document for it: the result is the union of both, nothing the swarm has is deleted.
+        """
+        stored, tail = normalize(content)
+        if self.is_empty and stored:
+            return self._capture(
+                lambda: self._doc.apply_update(genesis.genesis_update(stored, tail))
+            )
+        current = self.stored_text
+        current_lines = split_lines(current)
+        if adopt:
+            target_edits = insertions_only(current_lines, split_lines(stored))
+        else:
+            base = choose_base(stored, [current, *(normalize(b)[0] for b in bases)])
+            target = stored if base == current else merge3(base, stored, current)
+            target_edits = line_edits(current_lines, split_lines(target))
+        return self._transact(current_lines, target_edits, tail=tail, revive=True)
+
+    def delete(self) -> bytes | None:
+        """The file was deleted on disk: empty the text and lower the exists flag."""
+        lines = split_lines(self.stored_text)
+        edits = [LineEdit(0, len(lines), ())] if lines else []
+        return self._transact(lines, edits, tail=None, revive=False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _transact(
+        self, lines: list[str], edits: list[LineEdit], *, tail: str | None, revive: bool
+    ) -> bytes | None:
+        exists_now = self._meta.get(EXISTS_KEY, True) is not False
+
+        def change() -> None:
+            with self._doc.transaction():
+                apply_line_edits(self._text, lines, edits)
+                if tail is not None and tail != self.tail:
+                    self._meta[genesis.TAIL_KEY] = tail
+                if revive and not exists_now:
+                    self._meta[EXISTS_KEY] = True
+                if not revive and exists_now:
+                    self._meta[EXISTS_KEY] = False
+
+        return self._capture(change)
+
+    def _capture(self, change: Callable[[], object]) -> bytes | None:
+        self._captured = []
+        try:
+            change()
+        finally:
+            captured, self._captured = self._captured, None
+        if not captured:
+            return None
+        return captured[0] if len(captured) == 1 else pycrdt.merge_updates(*captured)
+
+    def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        if self._captured is not None:
+            self._captured.append(event.update)
+
+    def _apply_raw(self, update: bytes) -> None:
+        """Apply with our own causal buffer.
+
+        pycrdt 0.14 keeps updates with missing dependencies in a pending store, but when two such
+        updates queue up it can drop one of them for good (seen with a delete set among them). So an
+        update from one writer reaches pycrdt only once everything before it from that writer has,
+        and one that still does not integrate is kept here and offered again after each change.
+        """
+        try:
+            pycrdt.get_state(update)  # decodes the whole update: rejects garbage before any change
+        except Exception as exc:
+            raise UpdateError(f"{self.path}: malformed update ({exc})") from None
+        start = vector.update_start(update)
+        if start is None:
+            self._integrate(update)
+        else:
+            self._held.append((*start, update))
+        self._drain_held()
+
+    def _drain_held(self) -> None:
+        progress = True
+        while progress and self._held:
+            progress = False
+            have = self.state_vector_dict()
+            waiting: list[tuple[int, int, bytes]] = []
+            for client, clock, update in self._held:
+                if have.get(client, 0) > clock:
+                    continue  # already integrated: a duplicate
+                if have.get(client, 0) < clock:
+                    waiting.append((client, clock, update))
+                    continue
+                self._integrate(update)
+                have = self.state_vector_dict()
+                if have.get(client, 0) > clock:
+                    progress = True
+                else:  # waits on another writer's operations
+                    waiting.append((client, clock, update))
+            self._held = waiting
+
+    def _integrate(self, update: bytes) -> None:
+        try:
+            self._doc.apply_update(update)
+        except BaseException as exc:  # pycrdt panics derive from BaseException
+            if _is_fatal(exc):
+                raise
+            self.broken = True
+            raise UpdateError(f"{self.path}: update rejected by pycrdt ({exc!r})") from None
+
+    def settle(self) -> list[bytes]:
+        """Run the deterministic genesis fix-up if geneses met (also after a restore, in case a
+        crash came between merging a genesis and persisting its fix-up)."""
+        records = genesis.records(self._meta)
+        if len(records) < 2 or frozenset(records) == self._resolved_geneses:
+            return []
+        self._resolved_geneses = frozenset(records)
+        fixup = genesis.resolve(records)
+        if fixup is None:
+            return []
+        captured = self._capture(lambda: self._doc.apply_update(fixup))
+        return [captured] if captured else []

@@ -1,0 +1,72 @@
+"""Stale whole-file rewrites: finding what a write was based on, and merging it three ways.
+
+Agents read a file, think, then write the whole file back. If a remote edit was rendered in between,
+diffing the write against the current text would delete that edit (the lost update users report on
+OpenClaw). So a write is diffed against the version it was *based on*, and that change is merged
+with everything that happened since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pycrdt
+
+from swarm.memory.diff import edit_distance, line_edits
+from swarm.memory.text import split_lines
+from swarm.memory.ytext import apply_line_edits
+
+# Fixed client ids inside the throw-away merge document: the base, then the concurrent sides. The
+# lower id sorts first where both sides insert at one spot, so what the swarm already holds comes
+# before the stale writer's lines.
+_BASE_CLIENT, _THEIRS_CLIENT, _OURS_CLIENT = 1, 2, 3
+
+
+def choose_base(written: str, candidates: Sequence[str]) -> str:
+    """The candidate version the write most plausibly started from.
+
+    The true base is the one the write changes least: a stale read "deletes" every line added since
+    and "re-adds" every line removed since, while the agent's own change is the same whatever the
+    base. Ties go to the earliest candidate, so callers list the current text first, then older
+    versions newest first, and must not offer versions older than the agent's own last write (an
+    agent always sees what it wrote).
+    """
+    new_lines = split_lines(written)
+    best = candidates[0]
+    best_cost = edit_distance(split_lines(best), new_lines)
+    for candidate in candidates[1:]:
+        if best_cost == 0:
+            break
+        cost = edit_distance(split_lines(candidate), new_lines)
+        if cost < best_cost:
+            best, best_cost = candidate, cost
+    return best
+
+
+def merge3(base: str, ours: str, theirs: str) -> str:
+    """Merge two descendants of `base` with CRDT semantics: each side's line edits are replayed as
+    concurrent operations on a scratch document, so the result is exactly what two nodes making
+    those edits at the same time would converge to (whole lines, nothing either side added is
+    lost)."""
+    base_lines = split_lines(base)
+    root: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_BASE_CLIENT)
+    root_text = root.get("text", type=pycrdt.Text)
+    root_text.insert(0, base)
+    seed = root.get_update()
+
+    def replay(client: int, target: str) -> bytes:
+        fork: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client)
+        fork_text = fork.get("text", type=pycrdt.Text)
+        fork.apply_update(seed)
+        before = fork.get_state()
+        with fork.transaction():
+            apply_line_edits(fork_text, base_lines, line_edits(base_lines, split_lines(target)))
+        return fork.get_update(before)
+
+    merged: pycrdt.Doc[Any] = pycrdt.Doc()
+    merged_text = merged.get("text", type=pycrdt.Text)
+    merged.apply_update(seed)
+    merged.apply_update(replay(_THEIRS_CLIENT, theirs))
+    merged.apply_update(replay(_OURS_CLIENT, ours))
+    return str(merged_text)

@@ -1,0 +1,364 @@
+"""The node's local state: one SQLite database (WAL mode) in the state folder.
+
+Holds per-path CRDT documents (compacted base + append-only update log), the outbox of local
+updates the transport has not acknowledged yet, the render history used to pick merge bases, the
+last known on-disk existence of each file, and the trash of deleted files.
+
+Durability: every public method that returns has committed. The database runs with
+``journal_mode=WAL`` and ``synchronous=NORMAL``: a commit appends to the WAL with ``write()`` and
+the data then lives in the kernel's page cache, so a process crash (even SIGKILL) loses nothing;
+fsync happens only at checkpoints, so a power loss may roll back the last few commits but never
+corrupts the database. That trade is what makes an edit cheap; ``batch()`` groups many writes into
+one commit where even that cost matters.
+
+Used from one thread only (the event loop thread); the class holds no locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+DB_NAME = "state.db"
+SCHEMA_VERSION = 1
+
+# AUTOINCREMENT on the outbox so an acknowledged id is never handed out again: a late ack
+# for an old id must not drop a newer, unsent entry.
+_SCHEMA = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE doc_base (
+    path TEXT PRIMARY KEY,
+    state BLOB NOT NULL
+);
+CREATE TABLE doc_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX doc_log_by_path ON doc_log (path, seq);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    text TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX history_by_path ON history (path, seq);
+CREATE TABLE file_state (
+    path TEXT PRIMARY KEY,
+    on_disk INTEGER NOT NULL
+);
+CREATE TABLE trash (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX trash_by_path ON trash (path, seq);
+"""
+
+
+class StoreError(Exception):
+    """The state database cannot be opened or written; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    path: str
+    update: bytes
+
+
+class Store:
+    """Synchronous access to ``<state_dir>/state.db``; see the module docstring for durability."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        history_limit: int = 16,
+        history_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        if history_limit < 1 or history_bytes < 1:
+            raise ValueError("history_limit and history_bytes must be positive")
+        self.db_path = Path(state_dir) / DB_NAME
+        self._history_limit = history_limit
+        self._history_bytes = history_bytes
+        self._depth = 0
+        try:
+            Path(state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.db_path}: cannot create state folder: {exc}") from exc
+        self._conn = self._open()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> StoreError:
+        return StoreError(f"{self.db_path}: {reason}")
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, then check before writing anything: a bad file must be left as it was."""
+        try:
+            conn = sqlite3.connect(self.db_path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._fail(f"cannot open: {_one_line(exc)}") from exc
+        try:
+            self._check(conn)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self._fail(f"WAL mode unavailable (journal_mode is {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._fail(_one_line(exc)) from exc
+        return conn
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Read-only checks: integrity, schema version, and that the file is ours."""
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(f"not a usable SQLite database ({_one_line(exc)})") from exc
+        if problems != ["ok"]:
+            raise self._fail(f"corrupt database ({_one_line(problems[0])})")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise self._fail(
+                f"schema version {version} is newer than this swarm supports ({SCHEMA_VERSION})"
+            )
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise self._fail("not a swarm state database (unversioned, has tables)")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group writes into one commit; a nested batch joins the outer one.
+
+        The outermost batch commits on exit and rolls back on any exception. A nested batch is
+        a savepoint: if it raises, its own writes are undone even when the caller catches the
+        exception and the outer batch goes on.
+        """
+        conn = self._conn
+        savepoint = f"batch_{self._depth}"
+        try:
+            conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {savepoint}")
+        except sqlite3.Error as exc:
+            raise self._fail(f"cannot begin a write: {_one_line(exc)}") from exc
+        self._depth += 1
+        try:
+            yield
+        except BaseException as exc:
+            self._depth -= 1
+            self._undo(savepoint)
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail(_one_line(exc)) from exc
+            raise
+        self._depth -= 1
+        try:
+            conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {savepoint}")
+        except sqlite3.Error as exc:
+            self._undo(savepoint)
+            raise self._fail(f"cannot commit: {_one_line(exc)}") from exc
+
+    def _undo(self, savepoint: str) -> None:
+        """Roll back the current level; SQLite may already have rolled back on I/O errors."""
+        conn = self._conn
+        if not conn.in_transaction:
+            return
+        if self._depth == 0:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute(f"ROLLBACK TO {savepoint}")
+            conn.execute(f"RELEASE {savepoint}")
+
+    # -- meta -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.batch():
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- documents --------------------------------------------------------------------------
+
+    def paths(self) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT path FROM doc_base UNION SELECT path FROM doc_log ORDER BY path"
+        )
+        return [str(row[0]) for row in rows]
+
+    def load_doc(self, path: str) -> list[bytes]:
+        """The base state first (if the document was ever compacted), then the log in order."""
+        base = self._conn.execute("SELECT state FROM doc_base WHERE path = ?", (path,)).fetchone()
+        log = self._conn.execute("SELECT data FROM doc_log WHERE path = ? ORDER BY seq", (path,))
+        return ([bytes(base[0])] if base else []) + [bytes(row[0]) for row in log]
+
+    def append_update(self, path: str, update: bytes, *, local: bool) -> int | None:
+        """Log an update; a local one also enters the outbox in the same transaction."""
+        with self.batch():
+            self._conn.execute("INSERT INTO doc_log (path, data) VALUES (?, ?)", (path, update))
+            if not local:
+                return None
+            cursor = self._conn.execute(
+                "INSERT INTO outbox (path, data) VALUES (?, ?)", (path, update)
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def compact_doc(self, path: str, state: bytes) -> None:
+        """Replace base and log with ``state``, which must already contain both."""
+        with self.batch():
+            self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
+            self._conn.execute(
+                "INSERT INTO doc_base (path, state) VALUES (?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET state = excluded.state",
+                (path, state),
+            )
+
+    def log_stats(self, path: str) -> tuple[int, int]:
+        """(number of log updates, their total bytes): what compaction decisions need."""
+        count, size = self._conn.execute(
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM doc_log WHERE path = ?",
+            (path,),
+        ).fetchone()
+        return int(count), int(size)
+
+    def forget_doc(self, path: str) -> None:
+        """Drop the document's base and log; trash and unsent outbox entries stay."""
+        with self.batch():
+            self._conn.execute("DELETE FROM doc_base WHERE path = ?", (path,))
+            self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def outbox(self, limit: int = 1000) -> list[OutboxEntry]:
+        rows = self._conn.execute("SELECT id, path, data FROM outbox ORDER BY id LIMIT ?", (limit,))
+        return [OutboxEntry(int(id_), str(path), bytes(data)) for id_, path, data in rows]
+
+    def outbox_depth(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def ack(self, ids: Iterable[int]) -> None:
+        """Drop acknowledged entries; unknown or repeated ids are ignored."""
+        with self.batch():
+            self._conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in ids))
+
+    # -- render history ---------------------------------------------------------------------
+
+    def record_version(self, path: str, text: str) -> None:
+        """Remember a text rendered to or read from disk, within the per-path bounds.
+
+        The newest version is always kept, even if it alone exceeds ``history_bytes``: it is the
+        base the next local write derives from.
+        """
+        if self.last_version(path) == text:
+            return
+        with self.batch():
+            self._conn.execute(
+                "INSERT INTO history (path, text, size) VALUES (?, ?, ?)",
+                (path, text, len(text.encode("utf-8"))),
+            )
+            self._conn.execute(
+                "DELETE FROM history WHERE seq IN ("
+                "  SELECT seq FROM ("
+                "    SELECT seq,"
+                "      row_number() OVER newest_first AS position,"
+                "      sum(size) OVER newest_first AS running_size"
+                "    FROM history WHERE path = ?"
+                "    WINDOW newest_first AS (ORDER BY seq DESC)"
+                "  ) WHERE position > 1 AND (position > ? OR running_size > ?)"
+                ")",
+                (path, self._history_limit, self._history_bytes),
+            )
+
+    def versions(self, path: str) -> list[str]:
+        """Newest first."""
+        rows = self._conn.execute(
+            "SELECT text FROM history WHERE path = ? ORDER BY seq DESC", (path,)
+        )
+        return [str(row[0]) for row in rows]
+
+    def last_version(self, path: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT text FROM history WHERE path = ? ORDER BY seq DESC LIMIT 1", (path,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- file facts -------------------------------------------------------------------------
+
+    def set_file_state(self, path: str, *, exists: bool) -> None:
+        with self.batch():
+            self._conn.execute(
+                "INSERT INTO file_state (path, on_disk) VALUES (?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET on_disk = excluded.on_disk",
+                (path, int(exists)),
+            )
+
+    def file_states(self) -> dict[str, bool]:
+        """Path -> whether the file existed on disk at the last sync."""
+        rows = self._conn.execute("SELECT path, on_disk FROM file_state ORDER BY path")
+        return {str(path): bool(on_disk) for path, on_disk in rows}
+
+    # -- trash ------------------------------------------------------------------------------
+
+    def trash(self, path: str, content: str) -> None:
+        """Keep the content of a deleted file so it can be restored."""
+        with self.batch():
+            self._conn.execute(
+                "INSERT INTO trash (path, deleted_at, content) VALUES (?, ?, ?)",
+                (path, time.time(), content),
+            )
+
+    def trashed(self, path: str) -> list[tuple[float, str]]:
+        """(deletion time, content), newest first (by insertion order, not by clock)."""
+        rows = self._conn.execute(
+            "SELECT deleted_at, content FROM trash WHERE path = ? ORDER BY seq DESC", (path,)
+        )
+        return [(float(at), str(content)) for at, content in rows]
+
+
+def _one_line(problem: object) -> str:
+    return " ".join(str(problem).split())

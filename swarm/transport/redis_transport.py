@@ -1,0 +1,557 @@
+"""Redis transport: live pub/sub for speed, a stream for history, snapshots to keep it short.
+
+Every publish is one Lua call that appends the envelope to the swarm log (XADD) and publishes
+"<stream id> <envelope>" on the swarm channel, so a live receiver learns the log position of what
+it got and both happen or neither does. Pub/sub loses messages while a subscriber is away; after
+every reconnect `messages()` yields a gap marker and the node re-reads the log tail.
+
+The log is only ever trimmed behind snapshots (`trim_log`), so snapshots + log tail is always the
+whole history of the swarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from swarm.transport.base import Message, TransportError, gap_marker
+from swarm.transport.redis_client import (
+    CONNECT_TIMEOUT_S,
+    RECONNECT_CAP_S,
+    SOCKET_TIMEOUT_S,
+    ReconnectBackoff,
+    make_client,
+)
+from swarm.transport.redis_keys import SwarmKeys
+from swarm.wire import Envelope, Kind, WireError, decode, encode
+
+log = logging.getLogger(__name__)
+
+_STREAM_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
+_READ_PAGE = 1000
+_HEALTHY_S = 10.0
+_CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
+
+# Append to the log and fan out in one atomic round trip; the channel is an argument, not a key,
+# because channels are not keys in Redis Cluster.
+_PUBLISH_LUA = """
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[1])
+return {id, redis.call('XLEN', KEYS[1])}
+"""
+
+_ACQUIRE_LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE_LEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Returns 1 stored, 0 refused (would move the covered id backwards or past the log's last id),
+# -1 not the lease holder.
+_PUT_SNAPSHOT_LUA = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local last = '0-0'
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[3])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+if less(last, ARGV[3]) then return 0 end
+local old = redis.call('HGET', KEYS[2], ARGV[2])
+if old then
+  local space = string.find(old, ' ', 1, true)
+  if space and less(ARGV[3], string.sub(old, 1, space - 1)) then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+return 1
+"""
+
+# Stamped with the server's clock so presence does not depend on the nodes' clocks agreeing.
+_HEARTBEAT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1],
+  '{"seen_ms":' .. now .. ',"ttl_ms":' .. ARGV[3] .. ',"info":' .. ARGV[2] .. '}')
+return now
+"""
+
+
+def parse_stream_id(value: str | bytes) -> tuple[int, int]:
+    """(ms, seq) of a stream id; ValueError with a one-line message when it is not one."""
+    raw = value.encode() if isinstance(value, str) else value
+    match = _STREAM_ID.fullmatch(raw)
+    if match is None:
+        raise ValueError(f"not a Redis stream id: {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def next_stream_id(value: str) -> str:
+    ms, seq = parse_stream_id(value)
+    return f"{ms}-{seq + 1}"
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return b""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+class RedisTransport:
+    """One node's connection to one swarm on one Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        swarm: str,
+        node: str,
+        *,
+        log_maxlen: int = 100_000,
+        queue_size: int = 10_000,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        reconnect_cap: float = RECONNECT_CAP_S,
+        ping_interval: float = 5.0,
+    ) -> None:
+        if not node:
+            raise ValueError("node id must not be empty")
+        self.url = url
+        self.swarm = swarm
+        self.node = node
+        self.keys = SwarmKeys.for_swarm(swarm)
+        # Not a hard cap (that would cut history no snapshot holds): past it, compaction is due.
+        self.log_maxlen = log_maxlen
+        self.log_length: int | None = None  # XLEN after our last publish
+        self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._op_timeout = socket_timeout + connect_timeout + 1.0
+        self._reconnect_cap = reconnect_cap
+        self._ping_interval = ping_interval
+        try:
+            self._client = make_client(
+                url,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                client_name=f"swarm:{node}",
+            )
+        except ValueError as exc:
+            raise TransportError(f"invalid Redis URL {url!r}: {_one_line(exc)}") from None
+        # Subscriptions get their own client that never retries: redis-py would otherwise
+        # reconnect and resubscribe silently, hiding the gap in which messages were lost.
+        self._sub_client = make_client(
+            url,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0, supported_errors=()),
+            client_name=f"swarm:{node}:sub",
+        )
+        self._publish_script = self._client.register_script(_PUBLISH_LUA)
+        self._acquire_script = self._client.register_script(_ACQUIRE_LEASE_LUA)
+        self._release_script = self._client.register_script(_RELEASE_LEASE_LUA)
+        self._snapshot_script = self._client.register_script(_PUT_SNAPSHOT_LUA)
+        self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=queue_size)
+        self._connected = False
+        self._started = False
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the subscription is live (messages are arriving, not being missed)."""
+        return self._connected
+
+    @property
+    def compaction_due(self) -> bool:
+        return self.log_length is not None and self.log_length >= self.log_maxlen
+
+    async def start(self) -> None:
+        """Subscribe before anything is read, so nothing published after a log read is missed.
+
+        If Redis is unreachable this returns with `connected` False and keeps retrying in the
+        background; the first subscription then yields a gap marker like any reconnect.
+        """
+        if self._started:
+            return
+        self._started = True
+        pubsub: PubSub | None
+        try:
+            pubsub = await self._subscribe()
+            self._connected = True
+        except _CONNECTION_ERRORS as exc:
+            self.last_error = _one_line(exc)
+            pubsub = None
+        self._reader = asyncio.create_task(
+            self._read_forever(pubsub), name=f"swarm-subscriber-{self.node}"
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._connected = False
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reader
+        with suppress(*_CONNECTION_ERRORS):
+            await self._client.aclose()
+        with suppress(*_CONNECTION_ERRORS):
+            await self._sub_client.aclose()
+        # Wake the consumer: drop queued messages if needed, the log still has them.
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                break
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+
+    # -- live messages ---------------------------------------------------------------------
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Envelopes from other senders, and a gap marker after every reconnect."""
+        while True:
+            message = await self._queue.get()
+            if message is None:
+                self._queue.put_nowait(None)  # other consumers end too
+                return
+            yield message
+
+    async def _subscribe(self) -> PubSub:
+        """A fresh pub/sub connection, subscribed and confirmed by the server."""
+        pubsub = self._sub_client.pubsub()
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                await pubsub.subscribe(self.keys.bus)
+                while True:
+                    reply = await pubsub.get_message(timeout=self._socket_timeout)
+                    if reply is None:
+                        raise TimeoutError("no SUBSCRIBE confirmation")
+                    if reply["type"] == "subscribe":
+                        return pubsub
+        except BaseException:
+            await self._discard(pubsub)
+            raise
+
+    @staticmethod
+    async def _discard(pubsub: PubSub) -> None:
+        with suppress(*_CONNECTION_ERRORS):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.last_error = _one_line(exc)
+        if not isinstance(exc, _CONNECTION_ERRORS):
+            log.exception("subscriber of %s: unexpected error, reconnecting", self.node)
+
+    async def _read_forever(self, pubsub: PubSub | None) -> None:
+        """Receive until close(); any failure, expected or not, means: reconnect after backoff."""
+        backoff = ReconnectBackoff(cap=self._reconnect_cap)
+        while not self._closed:
+            if pubsub is None:
+                try:
+                    pubsub = await self._subscribe()
+                except Exception as exc:
+                    self._note_failure(exc)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                self.reconnects += 1
+                self._connected = True
+                await self._queue.put(gap_marker(self.swarm))
+            since = time.monotonic()
+            try:
+                await self._pump(pubsub)
+            except Exception as exc:
+                self._note_failure(exc)
+            finally:
+                self._connected = False
+                await self._discard(pubsub)
+                pubsub = None
+            # Only a connection that stayed healthy earns a fast retry: no hot reconnect loop.
+            if time.monotonic() - since > _HEALTHY_S:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Move messages into the queue until the connection fails or goes silent."""
+        quiet_since = time.monotonic()
+        pinged = False
+        while True:
+            reply = await pubsub.get_message(timeout=self._ping_interval)
+            if reply is None:
+                if time.monotonic() - quiet_since < self._ping_interval:
+                    continue
+                if pinged:
+                    raise TimeoutError("subscription silent, PING unanswered")
+                await pubsub.ping()
+                pinged = True
+                continue
+            quiet_since = time.monotonic()
+            pinged = False
+            if reply["type"] == "message":
+                message = self._parse_live(reply["data"])
+                if message is not None and message.envelope.sender != self.node:
+                    await self._queue.put(message)
+
+    def _parse_live(self, data: bytes) -> Message | None:
+        stream_id, sep, raw = data.partition(b" ")
+        try:
+            if not sep:
+                raise ValueError("no stream id")
+            parse_stream_id(stream_id)
+            envelope = decode(raw, swarm=self.swarm)
+        except (ValueError, WireError):
+            self.rejected += 1
+            return None
+        return Message(envelope, stream_id.decode())
+
+    # -- commands --------------------------------------------------------------------------
+
+    @contextmanager
+    def _failures(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except _CONNECTION_ERRORS as exc:
+            self.last_error = _one_line(exc)
+            raise TransportError(f"{operation} failed: {self.last_error}") from None
+
+    async def publish(self, env: Envelope) -> str:
+        """Append to the log and fan out in one round trip; the stream id of the entry."""
+        if self._closed:
+            raise TransportError("publish failed: transport is closed")
+        if env.swarm != self.swarm:
+            raise ValueError(f"envelope is for swarm {env.swarm!r}, transport is {self.swarm!r}")
+        data = encode(env)
+        with self._failures("publish"):
+            async with asyncio.timeout(self._op_timeout):
+                stream_id, length = await self._publish_script(
+                    keys=[self.keys.log], args=[data, self.keys.bus]
+                )
+        self.log_length = int(length)
+        return bytes(stream_id).decode()
+
+    async def read_log(self, after: str = "0-0", count: int = 10_000) -> list[Message]:
+        """Up to `count` decodable log entries after `after`, oldest first, own ones included.
+
+        Undecodable entries are counted in `rejected` and skipped; an empty list means the end.
+        """
+        parse_stream_id(after)
+        messages: list[Message] = []
+        cursor = after
+        with self._failures("read_log"):
+            while len(messages) < count:
+                page = await self._log_page(cursor, min(_READ_PAGE, count - len(messages)))
+                if not page:
+                    break
+                for cursor, data in page:
+                    try:
+                        envelope = decode(data, swarm=self.swarm)
+                    except WireError:
+                        self.rejected += 1
+                        continue
+                    messages.append(Message(envelope, cursor))
+        return messages
+
+    async def _log_page(self, after: str, count: int) -> list[tuple[str, bytes]]:
+        """(stream id, field `e`) of up to `count` entries after `after`."""
+        async with asyncio.timeout(self._op_timeout):
+            page = await self._client.xrange(self.keys.log, min=f"({after}", count=count)
+        return [
+            (_as_bytes(raw_id).decode(), _as_bytes((fields or {}).get(b"e")))
+            for raw_id, fields in page or []
+        ]
+
+    async def log_info(self) -> dict[str, Any]:
+        """Length, first/last entry ids and last generated id of the log (empty dict if none).
+
+        A reader whose cursor is older than the first entry missed trimmed history: it must load
+        the snapshots.
+        """
+        with self._failures("log_info"):
+            async with asyncio.timeout(self._op_timeout):
+                if not await self._client.exists(self.keys.log):
+                    return {}
+                info = await self._client.xinfo_stream(self.keys.log)
+
+        def entry_id(entry: Any) -> str | None:
+            return None if not entry else bytes(entry[0]).decode()
+
+        return {
+            "length": int(info["length"]),
+            "first_id": entry_id(info.get("first-entry")),
+            "last_id": entry_id(info.get("last-entry")),
+            "last_generated_id": bytes(info["last-generated-id"]).decode(),
+        }
+
+    async def snapshots(self) -> dict[str, tuple[str, bytes]]:
+        """path -> (covered stream id, state): the state holds every log entry of the path up to
+        and including the covered id."""
+        with self._failures("snapshots"):
+            async with asyncio.timeout(self._op_timeout):
+                records = await self._client.hgetall(self.keys.snap)
+        result: dict[str, tuple[str, bytes]] = {}
+        for raw_path, record in records.items():
+            covered, sep, state = _as_bytes(record).partition(b" ")
+            try:
+                path = _as_bytes(raw_path).decode("utf-8")
+                if not sep:
+                    raise ValueError("no covered id")
+                parse_stream_id(covered)
+            except ValueError:
+                self.rejected += 1
+                continue
+            result[path] = (covered.decode(), state)
+        return result
+
+    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
+        """Store `state` as covering the log of `path` up to `covered_id`.
+
+        False when this node does not hold the lease, or when it would move the covered id
+        backwards or past the newest log entry (a snapshot never claims what it cannot hold).
+        """
+        parse_stream_id(covered_id)
+        with self._failures("put_snapshot"):
+            async with asyncio.timeout(self._op_timeout):
+                stored = await self._snapshot_script(
+                    keys=[self.keys.lease, self.keys.snap, self.keys.log],
+                    args=[self.node, path.encode("utf-8"), covered_id, state],
+                )
+        return int(stored) == 1
+
+    async def acquire_lease(self, ttl_ms: int) -> bool:
+        """Take the compaction lease, or renew it if we hold it; False if another node does."""
+        if ttl_ms <= 0:
+            raise ValueError(f"lease ttl must be positive, got {ttl_ms} ms")
+        with self._failures("acquire_lease"):
+            async with asyncio.timeout(self._op_timeout):
+                held = await self._acquire_script(keys=[self.keys.lease], args=[self.node, ttl_ms])
+        return int(held) == 1
+
+    async def release_lease(self) -> bool:
+        with self._failures("release_lease"):
+            async with asyncio.timeout(self._op_timeout):
+                released = await self._release_script(keys=[self.keys.lease], args=[self.node])
+        return int(released) == 1
+
+    async def trim_log(self) -> int:
+        """Drop log entries every snapshot already holds; the number of entries removed.
+
+        The cut is the oldest entry not covered by its path's snapshot, so snapshot + log tail
+        stays the whole history. HELLO entries carry no document data and never hold the cut back;
+        entries this version cannot decode always do (a newer node may need them).
+        """
+        snapshots = await self.snapshots()
+        covered = {path: parse_stream_id(cid) for path, (cid, _) in snapshots.items()}
+        cut: str | None = None
+        last_seen: str | None = None
+        cursor = "0-0"
+        with self._failures("trim_log"):
+            while cut is None:
+                page = await self._log_page(cursor, _READ_PAGE)
+                if not page:
+                    break
+                for cursor, data in page:
+                    if not self._entry_covered(cursor, data, covered):
+                        cut = cursor
+                        break
+                    last_seen = cursor
+            if cut is None:
+                if last_seen is None:
+                    return 0
+                # Everything read is covered; entries added meanwhile have larger ids.
+                cut = next_stream_id(last_seen)
+            async with asyncio.timeout(self._op_timeout):
+                removed = await self._client.xtrim(self.keys.log, minid=cut, approximate=False)
+        return int(removed)
+
+    def _entry_covered(
+        self, entry_id: str, data: bytes, covered: dict[str, tuple[int, int]]
+    ) -> bool:
+        try:
+            envelope = decode(data, swarm=self.swarm)
+        except WireError:
+            return False
+        if envelope.kind is Kind.HELLO:
+            return True
+        snapshot = covered.get(envelope.path)
+        return snapshot is not None and parse_stream_id(entry_id) <= snapshot
+
+    async def heartbeat(self, info: dict[str, Any], ttl_s: float) -> None:
+        """Announce this node for `ttl_s` seconds (stamped with the Redis server's clock)."""
+        if ttl_s <= 0:
+            raise ValueError(f"heartbeat ttl must be positive, got {ttl_s} s")
+        try:
+            info_json = json.dumps(info, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"heartbeat info is not JSON: {exc}") from None
+        with self._failures("heartbeat"):
+            async with asyncio.timeout(self._op_timeout):
+                await self._heartbeat_script(
+                    keys=[self.keys.nodes], args=[self.node, info_json, int(ttl_s * 1000)]
+                )
+
+    async def presence(self) -> dict[str, dict[str, Any]]:
+        """node -> the info of its last heartbeat, for nodes whose heartbeat has not expired."""
+        with self._failures("presence"):
+            async with asyncio.timeout(self._op_timeout):
+                seconds, micros = await self._client.time()
+                records = await self._client.hgetall(self.keys.nodes)
+        now_ms = seconds * 1000 + micros // 1000
+        alive: dict[str, dict[str, Any]] = {}
+        for raw_node, raw in records.items():
+            try:
+                record = json.loads(raw)
+                expires = int(record["seen_ms"]) + int(record["ttl_ms"])
+                info = record["info"]
+                node = _as_bytes(raw_node).decode("utf-8")
+            except (ValueError, KeyError, TypeError):
+                self.rejected += 1
+                continue
+            if expires >= now_ms and isinstance(info, dict):
+                alive[node] = info
+        return alive

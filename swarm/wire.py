@@ -1,0 +1,136 @@
+"""The versioned binary envelope every update travels in.
+
+Layout (all integers big-endian)::
+
+    b"SW"  version:u8  kind:u8  flags:u8
+    swarm_len:u16  swarm (UTF-8)
+    path_len:u16   path (UTF-8)
+    sender_len:u16 sender (UTF-8)
+    payload_len:u32 payload
+
+`flags` is reserved for authentication and encryption; version 1 writes 0 and refuses anything
+else, so a later sealed envelope is never misread as a plain one. Decoding is strict (no trailing
+bytes, no truncation, valid UTF-8) because the channel is shared and anyone can publish on it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+WIRE_VERSION = 1
+MAGIC = b"SW"
+# Files are capped at 4 MiB by the bridge, so an update or a full state never needs more; the cap
+# bounds what a hostile publisher can make a node allocate.
+MAX_PAYLOAD = 4 * 1024 * 1024
+MAX_STRING = 0xFFFF
+
+_HEAD = struct.Struct(">2sBBB")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class Kind(IntEnum):
+    UPDATE = 1  # an incremental Yjs update of one file
+    STATE = 2  # a full document state (repair / seed)
+    HELLO = 3  # a node announcing itself; carries no document data
+
+
+class WireError(ValueError):
+    """An envelope that cannot be encoded or decoded; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    swarm: str
+    path: str
+    sender: str
+    kind: Kind
+    payload: bytes
+    version: int = WIRE_VERSION
+
+
+def _encode_str(name: str, value: str) -> bytes:
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WireError(f"{name} is not encodable as UTF-8: {exc.reason}") from None
+    if len(raw) > MAX_STRING:
+        raise WireError(f"{name} is {len(raw)} bytes, the limit is {MAX_STRING}")
+    return _U16.pack(len(raw)) + raw
+
+
+def encode(env: Envelope) -> bytes:
+    """Serialize `env`; refuses anything `decode` would refuse."""
+    if env.version != WIRE_VERSION:
+        raise WireError(f"cannot encode wire version {env.version}, only {WIRE_VERSION}")
+    try:
+        kind = Kind(env.kind)
+    except ValueError:
+        raise WireError(f"unknown envelope kind {env.kind!r}") from None
+    payload = bytes(env.payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise WireError(f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD}")
+    return b"".join(
+        (
+            _HEAD.pack(MAGIC, WIRE_VERSION, kind, 0),
+            _encode_str("swarm", env.swarm),
+            _encode_str("path", env.path),
+            _encode_str("sender", env.sender),
+            _U32.pack(len(payload)),
+            payload,
+        )
+    )
+
+
+class _Reader:
+    """A cursor over the envelope bytes that turns every shortfall into a WireError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise WireError(f"truncated envelope: {what} needs {n} bytes at offset {self.pos}")
+        chunk = bytes(self.data[self.pos : end])
+        self.pos = end
+        return chunk
+
+    def string(self, what: str) -> str:
+        (length,) = _U16.unpack(self.take(_U16.size, f"{what} length"))
+        raw = self.take(length, what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError(f"{what} is not valid UTF-8") from None
+
+
+def decode(data: bytes, *, swarm: str | None = None) -> Envelope:
+    """Parse one envelope; with `swarm`, also refuse envelopes addressed to another swarm."""
+    reader = _Reader(data)
+    magic, version, kind_code, flags = _HEAD.unpack(reader.take(_HEAD.size, "header"))
+    if magic != MAGIC:
+        raise WireError(f"not a swarm envelope (magic {magic!r})")
+    if version != WIRE_VERSION:
+        raise WireError(f"unsupported wire version {version}")
+    try:
+        kind = Kind(kind_code)
+    except ValueError:
+        raise WireError(f"unknown envelope kind {kind_code}") from None
+    if flags != 0:
+        raise WireError(f"unsupported envelope flags 0x{flags:02x}")
+    env_swarm = reader.string("swarm")
+    if swarm is not None and env_swarm != swarm:
+        raise WireError(f"envelope is for swarm {env_swarm!r}, not {swarm!r}")
+    path = reader.string("path")
+    sender = reader.string("sender")
+    (payload_len,) = _U32.unpack(reader.take(_U32.size, "payload length"))
+    if payload_len > MAX_PAYLOAD:
+        raise WireError(f"payload is {payload_len} bytes, the limit is {MAX_PAYLOAD}")
+    payload = reader.take(payload_len, "payload")
+    if reader.pos != len(reader.data):
+        raise WireError(f"{len(reader.data) - reader.pos} trailing bytes after the envelope")
+    return Envelope(swarm=env_swarm, path=path, sender=sender, kind=kind, payload=payload)

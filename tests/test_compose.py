@@ -1,0 +1,432 @@
+"""compose.yaml and the image, checked without a Docker engine.
+
+No Docker runs on the development machines, so this is how the compose topology is proven: the
+file validates against the Compose Specification schema, and everything it names (build files,
+scripts, ports, environment variables, CLI flags, dependency conditions) exists in the project
+and matches what the daemon, the CLI and the demo agents actually accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "compose.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared/schemas/compose-spec.json"
+DOCKERFILE = REPO / "daemon" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+APP_ROOT = "/app/"  # where daemon/Dockerfile puts the project inside the image
+
+# The daemon's environment contract (issues 3 and 4); used until swarm.config exists.
+DAEMON_ENV_CONTRACT = frozenset({
+    "SWARM_DIR", "SWARM_NAME", "SWARM_NODE", "SWARM_REDIS_URL", "SWARM_ROLE", "SWARM_STATE_DIR",
+    "SWARM_HTTP", "SWARM_CONFIG", "SWARM_DEBOUNCE_MS", "SWARM_LOG_JSON",
+})
+# `swarm status` flags (issue 4); used until swarm.cli exists.
+STATUS_FLAGS_CONTRACT = frozenset({"--swarm", "--redis-url", "--json", "--files", "--wait",
+                                   "--watch"})
+SIDECARS = {"cloud-swarm": "cloud", "local-swarm": "local"}  # sidecar -> its agent
+
+
+# ---------------------------------------------------------------- loading
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict), "compose.yaml is not a mapping"
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        keyword, _, rest = whole.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def instruction_args(instructions: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [rest for key, rest in instructions if key == keyword]
+
+
+def exec_form(text: str) -> list[str]:
+    """The argv of a Dockerfile exec-form (JSON array) or shell-form argument."""
+    text = text.strip()
+    if text.startswith("["):
+        parsed = json.loads(text)
+        assert isinstance(parsed, list)
+        return [str(item) for item in parsed]
+    return shlex.split(text)
+
+
+def argv_of(value: Any) -> list[str]:
+    """A compose command/entrypoint/healthcheck test as a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    return [str(item) for item in value]
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        pairs = (item.partition("=") for item in environment)
+        return {key: value for key, _, value in pairs}
+    return {str(key): str(value) for key, value in environment.items()}
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for rest in instruction_args(dockerfile_instructions(), "ENV"):
+        for token in shlex.split(rest):
+            key, sep, value = token.partition("=")
+            if sep:
+                env[key] = value
+    return env
+
+
+def effective_env(service: dict[str, Any]) -> dict[str, str]:
+    """What the process sees: the image's ENV, overridden by the service's environment."""
+    env = image_env() if "build" in service else {}
+    env.update(env_of(service))
+    return env
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, str]:
+    deps = service.get("depends_on") or {}
+    if isinstance(deps, list):
+        return {name: "service_started" for name in deps}
+    return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
+
+
+def app_paths(words: list[str]) -> Iterator[str]:
+    """Every /app/... path mentioned in a command (also inside `sh -c` scripts)."""
+    for word in words:
+        for match in re.finditer(r"/app/[\w./-]+", word):
+            yield match.group(0)
+
+
+def repo_path(app_path: str) -> Path:
+    rel = app_path.removeprefix(APP_ROOT).rstrip("/.")
+    return REPO / rel
+
+
+def port_of(host_port: str) -> int:
+    return int(host_port.rpartition(":")[2])
+
+
+def optional_module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
+
+
+def daemon_env_names() -> frozenset[str]:
+    """The SWARM_* names the daemon reads: from swarm.config when it exists, else the contract."""
+    config = optional_module("swarm.config")
+    if config is None:
+        return DAEMON_ENV_CONTRACT
+    names = set(re.findall(r"SWARM_[A-Z0-9_]+", inspect.getsource(config)))
+    for _, model in inspect.getmembers(config, inspect.isclass):
+        fields = getattr(model, "model_fields", None)
+        if isinstance(fields, dict) and model.__module__ == config.__name__:
+            names.update(f"SWARM_{field.upper()}" for field in fields)
+    names.discard("SWARM_")
+    return frozenset(names)
+
+
+def status_flags() -> frozenset[str]:
+    """`swarm status` options: from the click CLI when it exists, else the contract."""
+    cli = optional_module("swarm.cli")
+    command = getattr(getattr(cli, "main", None), "commands", {}).get("status") if cli else None
+    if command is None:
+        return STATUS_FLAGS_CONTRACT
+    return frozenset(opt for param in command.params for opt in getattr(param, "opts", []))
+
+
+def copied_into_app() -> set[str]:
+    """Top-level names the Dockerfile copies into its WORKDIR (/app)."""
+    names: set[str] = set()
+    for rest in instruction_args(dockerfile_instructions(), "COPY"):
+        *sources, target = (word for word in exec_form(rest) if not word.startswith("--"))
+        if target.rstrip("/") in ("", ".", APP_ROOT.rstrip("/")):
+            names.update(Path(source).name for source in sources)
+        else:
+            names.add(Path(target).name)
+    return names
+
+
+def load_agent_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("demo_agent", REPO / "deploy" / "agent.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_compose_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    if not SCHEMA_FILE.is_file():
+        pytest.fail(f"Compose Specification schema missing at {SCHEMA_FILE} "
+                    "(see ../shared/schemas/README.md next to the repository)")
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+              for error in validator.iter_errors(compose)]
+    assert errors == [], "compose.yaml violates the Compose Specification:\n" + "\n".join(errors)
+
+
+def test_the_demo_topology_is_complete(services: dict[str, dict[str, Any]]) -> None:
+    assert {"redis", "cloud", "cloud-swarm", "local", "local-swarm", "status"} <= set(services)
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert argv_of(redis["healthcheck"]["test"])[-2:] == ["redis-cli", "ping"]
+
+
+# ---------------------------------------------------------------- files and image
+
+
+def test_every_build_context_and_dockerfile_exists(services: dict[str, dict[str, Any]]) -> None:
+    built = {name: svc["build"] for name, svc in services.items() if "build" in svc}
+    assert set(SIDECARS) | set(SIDECARS.values()) | {"status"} <= set(built)
+    for name, build in built.items():
+        context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+        assert context.is_dir(), f"{name}: build context {context} missing"
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile",
+                                                                           "Dockerfile")
+        assert (context / dockerfile).resolve() == DOCKERFILE, f"{name}: unexpected Dockerfile"
+
+
+def test_every_file_a_service_runs_exists_in_the_image(
+        services: dict[str, dict[str, Any]]) -> None:
+    in_app = copied_into_app()
+    mentioned: list[str] = []
+    for name, service in services.items():
+        healthcheck = service.get("healthcheck") or {}
+        words = [*argv_of(service.get("entrypoint")), *argv_of(service.get("command")),
+                 *argv_of(healthcheck.get("test"))]
+        for app_path in app_paths(words):
+            mentioned.append(app_path)
+            assert repo_path(app_path).exists(), f"{name}: {app_path} is not in the repository"
+            top = app_path.removeprefix(APP_ROOT).split("/")[0]
+            assert top in in_app, f"{name}: {top} is not copied into /app"
+    assert any(path.endswith("deploy/agent.py") for path in mentioned)
+    assert any(path.endswith("daemon/healthcheck.py") for path in mentioned)
+    assert any("deploy/seed" in path for path in mentioned)
+
+
+def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
+    instructions = dockerfile_instructions()
+    assert instruction_args(instructions, "FROM")[0].startswith("python:3.11-slim")
+    users = instruction_args(instructions, "USER")
+    assert users, "the image must switch to a non-root USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert exec_form(instruction_args(instructions, "ENTRYPOINT")[-1]) == ["swarm", "daemon"]
+    healthchecks = instruction_args(instructions, "HEALTHCHECK")
+    assert healthchecks, "the image needs a HEALTHCHECK"
+    check = exec_form(healthchecks[-1].partition("CMD")[2])
+    for app_path in app_paths(check):
+        assert repo_path(app_path).is_file(), f"HEALTHCHECK runs missing {app_path}"
+    assert any(instruction.startswith("pip install") for instruction
+               in instruction_args(instructions, "RUN")), "the image must install the project"
+
+
+def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> None:
+    ignored = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")]
+    for rest in instruction_args(dockerfile_instructions(), "COPY"):
+        *sources, _target = exec_form(rest)
+        for source in (s for s in sources if not s.startswith("--")):
+            assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+            hits = [p for p in ignored if fnmatch.fnmatch(source, p.removeprefix("**/"))]
+            assert not hits, f"COPY {source} is excluded by .dockerignore ({hits})"
+
+
+# ---------------------------------------------------------------- the daemon's contract
+
+
+def test_every_swarm_variable_is_one_the_daemon_reads(
+        services: dict[str, dict[str, Any]]) -> None:
+    known = daemon_env_names()
+    used = {key for service in services.values() for key in env_of(service)}
+    used |= set(image_env())
+    unknown = {key for key in used if key.startswith("SWARM_")} - known
+    assert not unknown, f"SWARM_* variables the daemon does not read: {sorted(unknown)}"
+
+
+def test_sidecars_are_fully_configured_and_probe_their_own_port(
+        services: dict[str, dict[str, Any]]) -> None:
+    for sidecar, role in SIDECARS.items():
+        service = services[sidecar]
+        assert "entrypoint" not in service, f"{sidecar} must run the image's `swarm daemon`"
+        env = effective_env(service)
+        assert {"SWARM_DIR", "SWARM_NAME", "SWARM_NODE", "SWARM_REDIS_URL"} <= set(env)
+        assert env["SWARM_NODE"] == role and env.get("SWARM_ROLE") == role
+        http = env["SWARM_HTTP"]
+        assert http.rpartition(":")[0] == "0.0.0.0", "other containers must reach the sidecar"
+        check = argv_of(service["healthcheck"]["test"])
+        assert check[:3] == ["CMD", "python", "/app/daemon/healthcheck.py"]
+        probe = urlsplit(check[3])
+        assert (probe.hostname, probe.port, probe.path) == ("127.0.0.1", port_of(http), "/readyz")
+        for mapping in service.get("ports", []):
+            assert port_of(str(mapping)) == port_of(http), f"{sidecar}: {mapping} misses the port"
+        redis_url = urlsplit(env["SWARM_REDIS_URL"])
+        assert redis_url.hostname in services and redis_url.port == 6379
+
+
+def test_image_defaults_match_the_daemons_port() -> None:
+    env = image_env()
+    exposed = {int(port.split("/")[0]) for rest in
+               instruction_args(dockerfile_instructions(), "EXPOSE") for port in rest.split()}
+    assert port_of(env["SWARM_HTTP"]) in exposed
+
+
+def test_agents_share_the_memory_folder_of_their_own_sidecar(
+        services: dict[str, dict[str, Any]]) -> None:
+    parser = load_agent_module().build_parser()
+    volumes_by_role = {}
+    for sidecar, role in SIDECARS.items():
+        memory_dir = effective_env(services[sidecar])["SWARM_DIR"]
+        sidecar_mounts = {str(v).split(":")[1]: str(v).split(":")[0]
+                          for v in services[sidecar]["volumes"]}
+        agent = services[role]
+        assert argv_of(agent["entrypoint"]) == ["python", "/app/deploy/agent.py"]
+        args = parser.parse_args(argv_of(agent["command"]))  # the agent accepts every flag
+        assert args.role == role
+        agent_mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in agent["volumes"]}
+        assert agent_mounts[str(args.dir)] == sidecar_mounts[memory_dir], (
+            f"{role} agent and {sidecar} do not share one memory volume")
+        volumes_by_role[role] = sidecar_mounts[memory_dir]
+    assert len(set(volumes_by_role.values())) == len(SIDECARS), "the nodes must not share a folder"
+
+
+def test_status_service_asks_the_demo_swarm(services: dict[str, dict[str, Any]]) -> None:
+    status = services["status"]
+    argv = [*argv_of(status.get("entrypoint")), *argv_of(status.get("command"))]
+    assert argv[:2] == ["swarm", "status"]
+    flags = {word for word in argv[2:] if word.startswith("--")}
+    assert flags <= status_flags(), f"unknown `swarm status` flags: {flags - status_flags()}"
+    options = argparse.ArgumentParser(add_help=False)
+    for flag in ("--swarm", "--redis-url", "--wait"):
+        options.add_argument(flag)
+    parsed, _ = options.parse_known_args(argv[2:])
+    sidecar_env = effective_env(services["cloud-swarm"])
+    assert parsed.swarm == sidecar_env["SWARM_NAME"]
+    assert parsed.redis_url == sidecar_env["SWARM_REDIS_URL"]
+    assert float(parsed.wait) > 0
+
+
+# ---------------------------------------------------------------- start order
+
+
+def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None:
+    for sidecar, agent in SIDECARS.items():
+        assert depends_on(services[sidecar]).get("redis") == "service_healthy"
+        assert depends_on(services[agent]).get(sidecar) == "service_healthy"
+    status_deps = depends_on(services["status"])
+    assert all(status_deps.get(agent) == "service_completed_successfully"
+               for agent in SIDECARS.values()), "status must judge the swarm after the agents"
+    for name, service in services.items():
+        for dependency, condition in depends_on(service).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition == "service_healthy":
+                healthcheck = services[dependency].get("healthcheck") or {}
+                assert healthcheck.get("test") and not healthcheck.get("disable"), (
+                    f"{name} waits for {dependency} to be healthy, which has no healthcheck")
+
+
+# ---------------------------------------------------------------- the healthcheck script
+
+
+class _Readiness(BaseHTTPRequestHandler):
+    ready = True
+
+    def do_GET(self) -> None:
+        ok = self.path == "/readyz" and type(self).ready
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def readiness_server() -> Iterator[tuple[type[_Readiness], int]]:
+    handler = type("Readiness", (_Readiness,), {"ready": True})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield handler, int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "daemon" / "healthcheck.py"), *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_healthcheck_follows_readyz_on_the_port_of_swarm_http(
+        readiness_server: tuple[type[_Readiness], int]) -> None:
+    handler, port = readiness_server
+    assert run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"}).returncode == 0
+    handler.ready = False
+    failing = run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"})
+    assert failing.returncode == 1 and "unhealthy" in failing.stderr
+    handler.ready = True
+    assert run_healthcheck({}, f"http://127.0.0.1:{port}/readyz").returncode == 0
+
+
+def test_healthcheck_reports_a_disabled_or_bad_http_setting_in_one_line() -> None:
+    for value in ("0", "no-port"):
+        done = run_healthcheck({"SWARM_HTTP": value})
+        assert done.returncode == 1
+        assert len(done.stderr.strip().splitlines()) == 1 and "SWARM_HTTP" in done.stderr

@@ -1,0 +1,191 @@
+"""The memory model's merge rules, scenario by scenario."""
+
+import pycrdt
+import pytest
+
+from swarm.memory import MemoryDoc, UpdateError
+from swarm.memory.genesis import genesis_update
+from swarm.memory.text import normalize
+
+
+def exchange(*docs: MemoryDoc) -> None:
+    """Full mutual sync, including the genesis fix-ups that merging produces."""
+    for _ in range(3):
+        states = [doc.encode_state() for doc in docs]
+        followups: list[bytes] = []
+        for i, doc in enumerate(docs):
+            for j, state in enumerate(states):
+                if i != j:
+                    followups += doc.apply(state)
+        if not followups:
+            break
+        for doc in docs:
+            for update in followups:
+                doc.apply(update)
+    contents = {doc.content for doc in docs}
+    assert len(contents) == 1, contents
+
+
+def pair(content: str) -> tuple[MemoryDoc, MemoryDoc]:
+    a = MemoryDoc("MEMORY.md")
+    a.write(content)
+    b = MemoryDoc("MEMORY.md")
+    b.apply(a.encode_state())
+    return a, b
+
+
+def test_same_line_concurrent_edit_keeps_both_versions_as_whole_lines() -> None:
+    a, b = pair("# Memory\nCurrent focus: nothing\n- keep\n")
+    a.write("# Memory\nCurrent focus: the cloud launch\n- keep\n")
+    b.write("# Memory\nCurrent focus: offline notes\n- keep\n")
+    exchange(a, b)
+    lines = a.content.splitlines()
+    assert "Current focus: the cloud launch" in lines
+    assert "Current focus: offline notes" in lines
+    assert "Current focus: nothing" not in lines
+    assert lines[0] == "# Memory" and lines[-1] == "- keep"
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_concurrent_appends_each_on_own_line(final_newline: bool) -> None:
+    end = "\n" if final_newline else ""
+    a, b = pair("a\nb" + end)
+    a.write("a\nb\nfrom-a" + end)
+    b.write("a\nb\nfrom-b" + end)
+    exchange(a, b)
+    assert sorted(a.content.splitlines()) == ["a", "b", "from-a", "from-b"]
+    assert a.content.endswith("\n") == final_newline
+
+
+def test_genesis_of_identical_files_merges_to_one_copy() -> None:
+    content = "# Memory\n- likes tea\n- works on swarm\n"
+    a, b = MemoryDoc("MEMORY.md"), MemoryDoc("MEMORY.md")
+    ua, ub = a.write(content), b.write(content)
+    assert ua == ub  # the genesis is a pure function of the content
+    exchange(a, b)
+    assert a.content == content
+
+
+def test_genesis_of_different_files_merges_to_union_of_lines() -> None:
+    a, b, c = (MemoryDoc("MEMORY.md") for _ in range(3))
+    a.write("# Memory\n- shared\n- only a\n")
+    b.write("# Memory\n- shared\n- only b\n")
+    c.write("# Memory\n- only c\n- shared\n- shared\n")
+    exchange(a, b, c)
+    lines = a.content.splitlines()
+    assert sorted(lines) == sorted(
+        ["# Memory", "- shared", "- shared", "- only a", "- only b", "- only c"]
+    )
+
+
+def test_genesis_meeting_order_does_not_matter() -> None:
+    contents = ["x\ny\n", "y\nz\n", "z\nx\nw\n"]
+    results = set()
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        doc = MemoryDoc("f.md")
+        followups = []
+        for index in order:
+            stored, tail = normalize(contents[index])
+            followups += doc.apply(genesis_update(stored, tail))
+        results.add(doc.content)
+    assert len(results) == 1
+    assert sorted(results.pop().splitlines()) == ["w", "x", "y", "z"]
+
+
+def test_stale_whole_file_rewrite_keeps_remote_edit() -> None:
+    a, b = pair("# Memory\n- one\n")
+    read_by_agent = a.content
+    b.write("# Memory\n- one\n- remote two\n")
+    a.apply(b.encode_state())
+    rendered = a.content
+    # The agent on a wrote its whole file back from what it read before the remote edit.
+    a.write(read_by_agent + "- local three\n", bases=[rendered, read_by_agent])
+    exchange(a, b)
+    assert a.content.splitlines() == ["# Memory", "- one", "- remote two", "- local three"]
+
+
+def test_stale_rewrite_with_change_of_an_old_line() -> None:
+    a, b = pair("title\nfocus: x\nend\n")
+    read = a.content
+    b.write("title\nfocus: x\nend\nremote line\n")
+    a.apply(b.encode_state())
+    a.write("title\nfocus: y\nend\n", bases=[a.content, read])
+    exchange(a, b)
+    assert a.content == "title\nfocus: y\nend\nremote line\n"
+
+
+def test_unicode_lines_survive_edits_and_merges() -> None:
+    base = "👨‍👩‍👧‍👦 가족\n🇰🇷 flag\r\ncafé\ttab\n"
+    a, b = pair(base)
+    a.write(base + "👍🏽 a\n")
+    b.write("👨‍👩‍👧‍👦 가족 수정\n🇰🇷 flag\r\ncafé\ttab\n")
+    exchange(a, b)
+    assert a.content == "👨‍👩‍👧‍👦 가족 수정\n🇰🇷 flag\r\ncafé\ttab\n👍🏽 a\n"
+
+
+def test_delete_propagates_and_concurrent_edit_wins() -> None:
+    a, b = pair("x\ny\n")
+    a.delete()
+    assert not a.exists
+    b.apply(a.encode_state())
+    assert not b.exists and b.content == ""
+    c, d = pair("x\ny\n")
+    c.delete()
+    d.write("x\ny\nlate\n")
+    exchange(c, d)
+    assert c.exists and c.content == "late\n"
+
+
+def test_write_after_delete_revives() -> None:
+    a, b = pair("x\n")
+    a.delete()
+    b.apply(a.encode_state())
+    b.write("again\n")
+    a.apply(b.encode_state())
+    assert a.exists and a.content == "again\n"
+
+
+def test_adopt_is_a_union_that_deletes_nothing() -> None:
+    a, _ = pair("- one\n- two\n")
+    b2 = MemoryDoc("MEMORY.md")
+    b2.apply(a.encode_state())
+    b2.write("- one\n- local\n", adopt=True)
+    assert b2.content == "- one\n- two\n- local\n"
+    assert b2.write(b2.content) is None  # writing what is there produces no update
+
+
+def test_no_update_when_content_unchanged() -> None:
+    a, _ = pair("same\n")
+    assert a.write("same\n") is None
+
+
+def test_malformed_update_is_rejected_without_changing_the_doc() -> None:
+    a, _ = pair("keep me\n")
+    before = a.encode_state()
+    with pytest.raises(UpdateError):
+        a.apply(b"\x07garbage\xff\xff")
+    assert a.content == "keep me\n"
+    assert a.encode_state() == before
+
+
+def test_missing_dependency_is_reported_as_pending() -> None:
+    source = pycrdt.Doc(client_id=99)
+    text = source.get("text", type=pycrdt.Text)
+    text += "a\n"
+    first = source.get_state()
+    text += "b\n"
+    second_only = source.get_update(first)
+    doc = MemoryDoc("f.md")
+    doc.apply(second_only)
+    assert doc.has_pending
+    doc.apply(source.get_update())
+    assert not doc.has_pending
+    assert doc.content == "a\nb\n"
+
+
+def test_restore_rebuilds_identical_document() -> None:
+    a, _ = pair("one\n")
+    a.write("one\ntwo\n")
+    restored = MemoryDoc.restore("MEMORY.md", [a.encode_state()])
+    assert restored.content == a.content
+    assert restored.state_vector_dict() == a.state_vector_dict()
