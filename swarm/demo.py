@@ -98,8 +98,11 @@ def read_entry_log(path: Path) -> list[LoggedEntry]:
     for number, raw in enumerate(lines, start=1):
         try:
             record = json.loads(raw)
-            entries.append(LoggedEntry(record["id"], record["role"], record["kind"],
-                                       record["file"], record["line"]))
+            entries.append(
+                LoggedEntry(
+                    record["id"], record["role"], record["kind"], record["file"], record["line"]
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
             if number == len(lines):
                 break
@@ -135,10 +138,13 @@ def compare_nodes(nodes: Mapping[str, Path]) -> list[FileVerdict]:
     contents = {node: synced_files(root) for node, root in nodes.items()}
     paths = sorted({path for files in contents.values() for path in files})
     return [
-        FileVerdict(path, {
-            node: hashlib.sha256(files[path]).hexdigest() if path in files else None
-            for node, files in contents.items()
-        })
+        FileVerdict(
+            path,
+            {
+                node: hashlib.sha256(files[path]).hexdigest() if path in files else None
+                for node, files in contents.items()
+            },
+        )
         for path in paths
     ]
 
@@ -152,8 +158,9 @@ def entry_problems(entries: Sequence[LoggedEntry], nodes: Mapping[str, Path]) ->
     """
     problems: list[str] = []
     for node, root in nodes.items():
-        texts = {rel: data.decode("utf-8", errors="replace")
-                 for rel, data in synced_files(root).items()}
+        texts = {
+            rel: data.decode("utf-8", errors="replace") for rel, data in synced_files(root).items()
+        }
         for entry in entries:
             anywhere = sum(text.count(entry.token) for text in texts.values())
             as_line = texts.get(entry.file, "").splitlines().count(entry.line)
@@ -161,8 +168,10 @@ def entry_problems(entries: Sequence[LoggedEntry], nodes: Mapping[str, Path]) ->
                 if anywhere > 1:
                     problems.append(f"{node}: {entry.token} appears {anywhere} times")
             elif as_line != 1 or anywhere != 1:
-                problems.append(f"{node}: {entry.token} appears {anywhere} times "
-                                f"({as_line} as its line in {entry.file})")
+                problems.append(
+                    f"{node}: {entry.token} appears {anywhere} times "
+                    f"({as_line} as its line in {entry.file})"
+                )
     return problems
 
 
@@ -217,8 +226,13 @@ class Processes:
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             # Own session: a Ctrl-C reaches only the demo, which then stops children in order.
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         child = _Child(name, proc, log)
         self.children.append(child)
         return child
@@ -255,8 +269,9 @@ def swarm_cli() -> list[str]:
 
 
 def redis_reachable(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
-                                  retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(
+        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -272,10 +287,24 @@ def start_redis(procs: Processes, workdir: Path) -> str:
     data = workdir / "redis"
     data.mkdir()
     port = free_port()
-    child = procs.start("redis", [
-        binary, "--port", str(port), "--bind", LOOPBACK, "--dir", str(data),
-        "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-    ])
+    child = procs.start(
+        "redis",
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+    )
     url = f"redis://{LOOPBACK}:{port}/0"
     deadline = time.monotonic() + REDIS_START_S
     while not redis_reachable(url):
@@ -299,13 +328,17 @@ def wait_ready(sidecars: Mapping[str, tuple[_Child, int]]) -> None:
     while pending:
         for role, (child, port) in list(pending.items()):
             if child.proc.poll() is not None:
-                raise DemoError(f"{role} sidecar exited with code {child.proc.returncode}: "
-                                f"{log_tail(child.log) or child.log}")
+                raise DemoError(
+                    f"{role} sidecar exited with code {child.proc.returncode}: "
+                    f"{log_tail(child.log) or child.log}"
+                )
             if http_ok(f"http://{LOOPBACK}:{port}/readyz"):
                 del pending[role]
         if pending and time.monotonic() > deadline:
-            raise DemoError(f"sidecar(s) {', '.join(pending)} not ready after "
-                            f"{SIDECAR_READY_S:.0f} s: see {workdir_logs(sidecars)}")
+            raise DemoError(
+                f"sidecar(s) {', '.join(pending)} not ready after "
+                f"{SIDECAR_READY_S:.0f} s: see {workdir_logs(sidecars)}"
+            )
         if pending:
             time.sleep(POLL_S)
 
@@ -324,20 +357,31 @@ def count_lines(path: Path) -> int:
         return 0
 
 
-def watch_agents(agents: Mapping[str, _Child], entry_logs: Mapping[str, Path],
-                 workspaces: Mapping[str, Path], entries: int, deadline: float,
-                 console: Console) -> None:
+def watch_agents(
+    agents: Mapping[str, _Child],
+    entry_logs: Mapping[str, Path],
+    workspaces: Mapping[str, Path],
+    entries: int,
+    deadline: float,
+    console: Console,
+) -> None:
     """Live progress until both agents exit: entries written, lines of each MEMORY.md."""
-    columns = (TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("entries  MEMORY.md: {task.fields[lines]} lines"))
+    columns = (
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("entries  MEMORY.md: {task.fields[lines]} lines"),
+    )
     with Progress(*columns, console=console) as progress:
-        tasks = {role: progress.add_task(f"{role} agent", total=entries, lines=0)
-                 for role in agents}
+        tasks = {
+            role: progress.add_task(f"{role} agent", total=entries, lines=0) for role in agents
+        }
         while True:
             for role, task in tasks.items():
                 written = sum(1 for e in read_entry_log(entry_logs[role]) if not e.contested)
-                progress.update(task, completed=written,
-                                lines=count_lines(workspaces[role] / MEMORY))
+                progress.update(
+                    task, completed=written, lines=count_lines(workspaces[role] / MEMORY)
+                )
             if all(child.proc.poll() is not None for child in agents.values()):
                 return
             if time.monotonic() > deadline:
@@ -346,8 +390,17 @@ def watch_agents(agents: Mapping[str, _Child], entry_logs: Mapping[str, Path],
 
 
 def run_status(redis_url: str, swarm: str) -> dict[str, Any]:
-    argv = [*swarm_cli(), "status", "--swarm", swarm, "--redis-url", redis_url,
-            "--wait", str(STATUS_WAIT_S), "--json"]
+    argv = [
+        *swarm_cli(),
+        "status",
+        "--swarm",
+        swarm,
+        "--redis-url",
+        redis_url,
+        "--wait",
+        str(STATUS_WAIT_S),
+        "--json",
+    ]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=STATUS_WAIT_S + 30, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -375,11 +428,15 @@ def status_table(report: Mapping[str, Any]) -> Table:
     for column in ("node", "role", "online", "converged", "lag", "last seen", "files"):
         table.add_column(column)
     for node in report.get("nodes", []):
-        table.add_row(str(node.get("node")), str(node.get("role") or "-"),
-                      "yes" if node.get("online") else "no",
-                      "yes" if node.get("converged") else "no",
-                      str(node.get("lag")), format_seen(node.get("last_seen")),
-                      str(node.get("files")))
+        table.add_row(
+            str(node.get("node")),
+            str(node.get("role") or "-"),
+            "yes" if node.get("online") else "no",
+            "yes" if node.get("converged") else "no",
+            str(node.get("lag")),
+            format_seen(node.get("last_seen")),
+            str(node.get("files")),
+        )
     return table
 
 
@@ -390,8 +447,11 @@ def files_table(verdicts: Sequence[FileVerdict], nodes: Sequence[str]) -> Table:
         table.add_column(f"sha256 on {node}")
     table.add_column("identical")
     for verdict in verdicts:
-        table.add_row(verdict.path, *((verdict.digests[node] or "missing")[:16] for node in nodes),
-                      "[green]yes[/]" if verdict.identical else "[red]NO[/]")
+        table.add_row(
+            verdict.path,
+            *((verdict.digests[node] or "missing")[:16] for node in nodes),
+            "[green]yes[/]" if verdict.identical else "[red]NO[/]",
+        )
     return table
 
 
@@ -431,8 +491,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_demo(*, workdir: Path | None, redis_url: str | None, entries: int, swarm: str,
-             console: Console) -> int:
+def run_demo(
+    *, workdir: Path | None, redis_url: str | None, entries: int, swarm: str, console: Console
+) -> int:
     """Run the demo; 0 when both nodes end identical with every entry once, else 1.
 
     Raises DemoError when it cannot run at all (no redis-server, no deploy/, busy workdir, a
@@ -459,8 +520,15 @@ def run_demo(*, workdir: Path | None, redis_url: str | None, entries: int, swarm
         console.print(f"workdir kept for inspection: {root}")
 
 
-def _run(procs: Processes, root: Path, deploy: Path, redis_url: str | None, entries: int,
-         swarm: str, console: Console) -> int:
+def _run(
+    procs: Processes,
+    root: Path,
+    deploy: Path,
+    redis_url: str | None,
+    entries: int,
+    swarm: str,
+    console: Console,
+) -> int:
     if redis_url is None:
         url = start_redis(procs, root)
         console.print(f"redis: private redis-server at {url}")
@@ -475,26 +543,57 @@ def _run(procs: Processes, root: Path, deploy: Path, redis_url: str | None, entr
     for role, workspace in workspaces.items():
         shutil.copytree(deploy / "seed", workspace)
         port = free_port()
-        child = procs.start(f"{role}-swarm", [
-            *swarm_cli(), "daemon", "--dir", str(workspace), "--swarm", swarm, "--node", role,
-            "--role", role, "--redis-url", url, "--state-dir", str(root / "state" / role),
-            "--http", f"{LOOPBACK}:{port}",
-        ])
+        child = procs.start(
+            f"{role}-swarm",
+            [
+                *swarm_cli(),
+                "daemon",
+                "--dir",
+                str(workspace),
+                "--swarm",
+                swarm,
+                "--node",
+                role,
+                "--role",
+                role,
+                "--redis-url",
+                url,
+                "--state-dir",
+                str(root / "state" / role),
+                "--http",
+                f"{LOOPBACK}:{port}",
+            ],
+        )
         sidecars[role] = (child, port)
     wait_ready(sidecars)
     for role, (_, port) in sidecars.items():
-        console.print(f"sidecar {role}: ready, http://{LOOPBACK}:{port}/status, "
-                      f"folder {workspaces[role]}")
+        console.print(
+            f"sidecar {role}: ready, http://{LOOPBACK}:{port}/status, folder {workspaces[role]}"
+        )
 
     start_at = time.time() + AGENT_LEAD_S
     same_line_at = start_at + max(1.0, entries * AGENT_PACE_S / 2)
     entry_logs = {role: root / "logs" / f"{role}-entries.jsonl" for role in ROLES}
     agents = {
-        role: procs.start(f"{role}-agent", [
-            sys.executable, str(deploy / "agent.py"), "--role", role, "--dir", str(workspace),
-            "--entries", str(entries), "--start-at", repr(start_at),
-            "--same-line-at", repr(same_line_at), "--log", str(entry_logs[role]),
-        ])
+        role: procs.start(
+            f"{role}-agent",
+            [
+                sys.executable,
+                str(deploy / "agent.py"),
+                "--role",
+                role,
+                "--dir",
+                str(workspace),
+                "--entries",
+                str(entries),
+                "--start-at",
+                repr(start_at),
+                "--same-line-at",
+                repr(same_line_at),
+                "--log",
+                str(entry_logs[role]),
+            ],
+        )
         for role, workspace in workspaces.items()
     }
     deadline = time.monotonic() + AGENT_LEAD_S + entries * 2 * AGENT_PACE_S + AGENT_SLACK_S
@@ -502,16 +601,23 @@ def _run(procs: Processes, root: Path, deploy: Path, redis_url: str | None, entr
         watch_agents(agents, entry_logs, workspaces, entries, deadline, console)
         for role, child in agents.items():
             if child.proc.returncode != 0:
-                raise _Failed(f"{role} agent exited with code {child.proc.returncode}: "
-                              f"{log_tail(child.log) or child.log}")
+                raise _Failed(
+                    f"{role} agent exited with code {child.proc.returncode}: "
+                    f"{log_tail(child.log) or child.log}"
+                )
         return _prove(url, swarm, workspaces, entry_logs, console)
     except _Failed as failure:
         console.print(f"[bold red]demo failed:[/] {failure}")
         return 1
 
 
-def _prove(url: str, swarm: str, workspaces: Mapping[str, Path],
-           entry_logs: Mapping[str, Path], console: Console) -> int:
+def _prove(
+    url: str,
+    swarm: str,
+    workspaces: Mapping[str, Path],
+    entry_logs: Mapping[str, Path],
+    console: Console,
+) -> int:
     console.print(f"agents done; asking `swarm status --wait {STATUS_WAIT_S}`...")
     report = run_status(url, swarm)
     console.print(status_table(report))
@@ -531,16 +637,20 @@ def _prove(url: str, swarm: str, workspaces: Mapping[str, Path],
     entries = [entry for role in ROLES for entry in read_entry_log(entry_logs[role])]
     problems = entry_problems(entries, workspaces)
     if problems:
-        shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5
-                                           else "")
+        shown = "; ".join(problems[:5]) + (
+            f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        )
         raise _Failed(f"entries lost or duplicated: {shown}")
     regular = [entry for entry in entries if not entry.contested]
     per_role = ", ".join(f"{sum(e.role == role for e in regular)} {role}" for role in ROLES)
     merged = (workspaces[ROLES[0]] / MEMORY).read_text(encoding="utf-8")
     kept = [entry.role for entry in entries if entry.contested and entry.token in merged]
     console.print(f"{len(regular)} entries ({per_role}) each present exactly once on both nodes")
-    console.print(f"the line both agents changed at the same moment now holds: "
-                  f"{' and '.join(kept) or 'neither edit'}")
-    console.print(f"[bold green]demo passed:[/] {len(verdicts)} files identical on "
-                  f"{' and '.join(workspaces)}")
+    console.print(
+        f"the line both agents changed at the same moment now holds: "
+        f"{' and '.join(kept) or 'neither edit'}"
+    )
+    console.print(
+        f"[bold green]demo passed:[/] {len(verdicts)} files identical on {' and '.join(workspaces)}"
+    )
     return 0

@@ -23,7 +23,9 @@ WIRE_VERSION = 1
 MAGIC = b"SW"
 # Files are capped at 4 MiB by the bridge, so an update or a full state never needs more; the cap
 # bounds what a hostile publisher can make a node allocate.
-MAX_PAYLOAD = 4 * 1024 * 1024
+# A file is capped at 4 MiB; its first import also records the content once in the document's
+# meta map, so an update can reach twice that. Redis cuts pub/sub clients at 32 MB.
+MAX_PAYLOAD = 12 * 1024 * 1024
 MAX_STRING = 0xFFFF
 
 _HEAD = struct.Struct(">2sBBB")

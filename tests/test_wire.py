@@ -100,7 +100,7 @@ def with_byte(data: bytes, index: int, value: int) -> bytes:
         (with_byte(VALID, 7, 0xFF), "swarm is not valid UTF-8"),
         (
             VALID[: -(4 + 3)] + struct.pack(">I", MAX_PAYLOAD + 1),
-            "payload is 4194305 bytes, the limit is 4194304",
+            f"payload is {MAX_PAYLOAD + 1} bytes, the limit is {MAX_PAYLOAD}",
         ),
     ],
 )

@@ -131,6 +131,7 @@ class MemoryDoc:
             )
         current = self.stored_text
         current_lines = split_lines(current)
+        stored = "".join(self._keep_virtual_terminator(current_lines, split_lines(stored)))
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
         else:
@@ -146,6 +147,26 @@ class MemoryDoc:
         return self._transact(lines, edits, tail=None, revive=False)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _keep_virtual_terminator(self, old: list[str], new: list[str]) -> list[str]:
+        """The last line of a file without a final newline carries a virtual terminator that was
+        never on disk; when an agent appends after it with its own line ending ("\n" where the
+        virtual one is "\r\n"), that is the same line, not a changed one. Treating it as changed
+        would make two nodes appending at once both replace it, doubling it."""
+        tail = self.tail
+        if not tail or not old or not old[-1].endswith(tail):
+            return new
+        bare = old[-1][: -len(tail)]
+        spot = len(old) - 1
+        matches = [
+            i
+            for i, line in enumerate(new)
+            if line != old[-1] and line.rstrip("\r\n") == bare and line.endswith("\n")
+        ]
+        if not matches or old[-1] in new:
+            return new
+        best = min(matches, key=lambda i: abs(i - spot))
+        return [*new[:best], old[-1], *new[best + 1 :]]
 
     def _transact(
         self, lines: list[str], edits: list[LineEdit], *, tail: str | None, revive: bool

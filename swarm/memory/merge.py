@@ -8,12 +8,13 @@ with everything that happened since.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import pycrdt
 
-from swarm.memory.diff import edit_distance, line_edits
+from swarm.memory.diff import LineEdit, edit_distance, line_edits
 from swarm.memory.text import split_lines
 from swarm.memory.ytext import apply_line_edits
 
@@ -32,13 +33,13 @@ def choose_base(written: str, candidates: Sequence[str]) -> str:
     versions newest first, and must not offer versions older than the agent's own last write (an
     agent always sees what it wrote).
     """
-    new_lines = split_lines(written)
+    new_lines = _keys(written)
     best = candidates[0]
-    best_cost = edit_distance(split_lines(best), new_lines)
+    best_cost = edit_distance(_keys(best), new_lines)
     for candidate in candidates[1:]:
         if best_cost == 0:
             break
-        cost = edit_distance(split_lines(candidate), new_lines)
+        cost = edit_distance(_keys(candidate), new_lines)
         if cost < best_cost:
             best, best_cost = candidate, cost
     return best
@@ -55,18 +56,43 @@ def merge3(base: str, ours: str, theirs: str) -> str:
     root_text.insert(0, base)
     seed = root.get_update()
 
-    def replay(client: int, target: str) -> bytes:
+    def replay(client: int, edits: list[LineEdit]) -> bytes:
         fork: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client)
         fork_text = fork.get("text", type=pycrdt.Text)
         fork.apply_update(seed)
         before = fork.get_state()
         with fork.transaction():
-            apply_line_edits(fork_text, base_lines, line_edits(base_lines, split_lines(target)))
+            apply_line_edits(fork_text, base_lines, edits)
         return fork.get_update(before)
+
+    their_lines = split_lines(theirs)
+    # Lines the swarm added since the base that the writer also has were seen by the writer, not
+    # written again: replaying them from both sides would double them.
+    already_added = Counter(_key(line) for line in their_lines)
+    already_added.subtract(_key(line) for line in base_lines)
+    our_edits = []
+    for edit in line_edits(base_lines, split_lines(ours)):
+        kept = []
+        for line in edit.lines:
+            if already_added[_key(line)] > 0:
+                already_added[_key(line)] -= 1
+            else:
+                kept.append(line)
+        if kept or edit.stop > edit.start:
+            our_edits.append(LineEdit(edit.start, edit.stop, tuple(kept)))
 
     merged: pycrdt.Doc[Any] = pycrdt.Doc()
     merged_text = merged.get("text", type=pycrdt.Text)
     merged.apply_update(seed)
-    merged.apply_update(replay(_THEIRS_CLIENT, theirs))
-    merged.apply_update(replay(_OURS_CLIENT, ours))
+    merged.apply_update(replay(_THEIRS_CLIENT, line_edits(base_lines, their_lines)))
+    merged.apply_update(replay(_OURS_CLIENT, our_edits))
     return str(merged_text)
+
+
+def _key(line: str) -> str:
+    """A line without its terminator: "\n" and "\r\n" endings of one line are the same line."""
+    return line.rstrip("\r\n")
+
+
+def _keys(text: str) -> list[str]:
+    return [_key(line) for line in split_lines(text)]

@@ -13,6 +13,9 @@ from swarm.wire import Envelope, Kind
 class Message:
     envelope: Envelope
     stream_id: str | None  # Redis stream id when known (None for pub/sub-only or in-memory)
+    # The log entry right before this one: a receiver whose cursor is not `prev_id` missed
+    # something and re-reads the log from its cursor.
+    prev_id: str | None = None
 
 
 class TransportError(Exception):

@@ -23,11 +23,12 @@ def check_swarm_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class SwarmKeys:
-    bus: str  # pub/sub channel: stream id + " " + envelope
+    bus: str  # pub/sub channel: previous stream id + " " + stream id + " " + envelope
     log: str  # stream; field `e` holds the encoded envelope
     snap: str  # hash: path -> covered stream id + " " + state
     lease: str  # string: node id holding the compaction lease (PX ttl)
     nodes: str  # hash: node id -> JSON heartbeat
+    epoch: str  # string: random value set once; missing means Redis lost the swarm's data
 
     @classmethod
     def for_swarm(cls, name: str) -> SwarmKeys:
@@ -38,4 +39,5 @@ class SwarmKeys:
             snap=f"{prefix}:snap",
             lease=f"{prefix}:lease",
             nodes=f"{prefix}:nodes",
+            epoch=f"{prefix}:epoch",
         )

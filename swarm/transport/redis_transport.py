@@ -45,10 +45,21 @@ _CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
 
 # Append to the log and fan out in one atomic round trip; the channel is an argument, not a key,
 # because channels are not keys in Redis Cluster.
+# The message also names the entry before it, so receivers detect a dropped message exactly.
 _PUBLISH_LUA = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if last[1] then prev = last[1][1] end
 local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
-redis.call('PUBLISH', ARGV[2], id .. ' ' .. ARGV[1])
-return {id, redis.call('XLEN', KEYS[1])}
+redis.call('PUBLISH', ARGV[2], prev .. ' ' .. id .. ' ' .. ARGV[1])
+return {id, redis.call('XLEN', KEYS[1]), prev}
+"""
+
+# A random value set once per swarm: when Redis comes back without it, it lost the swarm's data
+# (stream ids are time based, so a wiped log cannot be told from a live one by its ids).
+_EPOCH_LUA = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 """
 
 _ACQUIRE_LEASE_LUA = """
@@ -194,6 +205,7 @@ class RedisTransport:
         self._release_script = self._client.register_script(_RELEASE_LEASE_LUA)
         self._snapshot_script = self._client.register_script(_PUT_SNAPSHOT_LUA)
         self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
+        self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=queue_size)
         self._connected = False
         self._started = False
@@ -339,16 +351,18 @@ class RedisTransport:
                     await self._queue.put(message)
 
     def _parse_live(self, data: bytes) -> Message | None:
-        stream_id, sep, raw = data.partition(b" ")
+        prev_id, sep1, rest = data.partition(b" ")
+        stream_id, sep2, raw = rest.partition(b" ")
         try:
-            if not sep:
-                raise ValueError("no stream id")
+            if not sep1 or not sep2:
+                raise ValueError("no stream ids")
+            parse_stream_id(prev_id)
             parse_stream_id(stream_id)
             envelope = decode(raw, swarm=self.swarm)
         except (ValueError, WireError):
             self.rejected += 1
             return None
-        return Message(envelope, stream_id.decode())
+        return Message(envelope, stream_id.decode(), prev_id.decode())
 
     # -- commands --------------------------------------------------------------------------
 
@@ -362,6 +376,10 @@ class RedisTransport:
 
     async def publish(self, env: Envelope) -> str:
         """Append to the log and fan out in one round trip; the stream id of the entry."""
+        return (await self.publish_chained(env))[1]
+
+    async def publish_chained(self, env: Envelope) -> tuple[str, str]:
+        """Like publish; returns (id of the entry before it, id of the new entry)."""
         if self._closed:
             raise TransportError("publish failed: transport is closed")
         if env.swarm != self.swarm:
@@ -369,11 +387,18 @@ class RedisTransport:
         data = encode(env)
         with self._failures("publish"):
             async with asyncio.timeout(self._op_timeout):
-                stream_id, length = await self._publish_script(
+                stream_id, length, prev_id = await self._publish_script(
                     keys=[self.keys.log], args=[data, self.keys.bus]
                 )
         self.log_length = int(length)
-        return bytes(stream_id).decode()
+        return _as_bytes(prev_id).decode(), _as_bytes(stream_id).decode()
+
+    async def epoch(self, candidate: str) -> str:
+        """The swarm's epoch on this Redis, setting it to `candidate` if it had none."""
+        with self._failures("epoch"):
+            async with asyncio.timeout(self._op_timeout):
+                value = await self._epoch_script(keys=[self.keys.epoch], args=[candidate])
+        return _as_bytes(value).decode()
 
     async def read_log(self, after: str = "0-0", count: int = 10_000) -> list[Message]:
         """Up to `count` decodable log entries after `after`, oldest first, own ones included.

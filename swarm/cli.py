@@ -1,0 +1,110 @@
+"""The `swarm` command: daemon, status, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from swarm import __version__
+from swarm.config import ConfigError, DaemonSettings, load_settings
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"swarm: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings_or_exit(model: Any, flags: dict[str, Any], config: Path | None) -> Any:
+    try:
+        return load_settings(model, flags, config_file=config)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="swarm")
+def main() -> None:
+    """One memory for an AI agent across every engine it runs on."""
+
+
+@main.command()
+@click.option("--dir", "dir_", type=click.Path(path_type=Path), help="Memory folder to sync.")
+@click.option("--swarm", help="Swarm name: every node of one agent uses the same.")
+@click.option("--node", help="This node's id (default: a stable id kept in the state folder).")
+@click.option("--redis-url", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")
+@click.option("--role", help="Free text shown in status, e.g. cloud or local.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Default: <dir>/.swarm.")
+@click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings.")
+@click.option("--http", help="HOST:PORT for /healthz /readyz /status /metrics; 0 disables.")
+@click.option("--debounce-ms", type=int, help="Settle time for file events (default 30).")
+@click.option("--log-json", is_flag=True, default=None, help="One JSON object per log line.")
+@click.option("--log-level", help="debug, info, warning or error.")
+def daemon(
+    dir_: Path | None,
+    swarm: str | None,
+    node: str | None,
+    redis_url: str | None,
+    role: str | None,
+    state_dir: Path | None,
+    config: Path | None,
+    http: str | None,
+    debounce_ms: int | None,
+    log_json: bool | None,
+    log_level: str | None,
+) -> None:
+    """Sync one memory folder with the rest of the swarm, until stopped."""
+    from swarm import daemon as daemon_mod
+    from swarm import logs
+    from swarm.store import StoreError
+    from swarm.transport.base import TransportError
+
+    flags = {
+        "dir": dir_,
+        "swarm": swarm,
+        "node": node,
+        "redis_url": redis_url,
+        "role": role,
+        "state_dir": state_dir,
+        "http": http,
+        "debounce_ms": debounce_ms,
+        "log_json": log_json,
+        "log_level": log_level,
+    }
+    settings: DaemonSettings = _settings_or_exit(DaemonSettings, flags, config)
+    logs.setup(
+        level=settings.log_level,
+        json_lines=settings.log_json,
+        node=settings.node or "",
+        swarm=settings.swarm,
+    )
+    try:
+        code = asyncio.run(daemon_mod.run(settings))
+    except (daemon_mod.DaemonError, StoreError, TransportError, OSError) as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where the demo nodes live.")
+@click.option("--redis-url", help="Use this Redis instead of starting a private redis-server.")
+@click.option("--entries", type=click.IntRange(1, 1000), default=12, show_default=True)
+@click.option("--swarm", default="demo", show_default=True)
+def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) -> None:
+    """Two instances of one agent (cloud and local) editing memory at once, then proof."""
+    from rich.console import Console
+
+    from swarm.demo import DemoError, run_demo
+
+    try:
+        code = run_demo(
+            workdir=workdir, redis_url=redis_url, entries=entries, swarm=swarm, console=Console()
+        )
+    except DemoError as exc:
+        _fail(str(exc), 1)
+    sys.exit(code)

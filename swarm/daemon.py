@@ -1,0 +1,186 @@
+"""`swarm daemon`: one sidecar process, from settings to a clean exit.
+
+Start-up order: open the store (a corrupt one stops here, untouched), rebuild documents, subscribe,
+catch up from Redis (bounded wait: Redis being down must not stop local work), reconcile the folder,
+then watch. Shutdown on SIGTERM/SIGINT: stop taking new work, flush the outbox within the grace
+period, persist, exit 0; a second signal exits at once (every commit is already durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from swarm.config import DaemonSettings
+from swarm.node import Node, NodeOptions
+from swarm.replication import ReplicationOptions, Replicator
+from swarm.store import Store
+from swarm.transport.redis_transport import RedisTransport
+
+log = logging.getLogger("swarm.daemon")
+
+_INITIAL_CATCHUP_WAIT = 3.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message is one line."""
+
+
+@dataclass
+class Runtime:
+    """Everything a running sidecar is made of; the HTTP side reads it."""
+
+    settings: DaemonSettings
+    node_id: str
+    store: Store
+    node: Node
+    transport: RedisTransport
+    replicator: Replicator
+    reconciled: asyncio.Event
+
+    @property
+    def ready(self) -> bool:
+        return self.reconciled.is_set() and self.replicator.caught_up and self.transport.connected
+
+
+def node_id_for(store: Store, requested: str | None) -> str:
+    """The node id: as requested, else the stable one kept in the state folder."""
+    if requested:
+        return requested
+    stored = store.get_meta("node_id")
+    if stored:
+        return stored
+    created = f"{socket.gethostname().split('.')[0] or 'node'}-{secrets.token_hex(3)}"
+    store.set_meta("node_id", created)
+    return created
+
+
+def open_runtime(settings: DaemonSettings) -> Runtime:
+    root = settings.dir
+    if not root.is_dir():
+        raise DaemonError(f"memory folder {root} does not exist or is not a folder")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise DaemonError(f"memory folder {root} is not readable and writable by this user")
+    store = Store(settings.resolved_state_dir)
+    node_id = node_id_for(store, settings.node)
+    options = NodeOptions(
+        root=root,
+        state_dir=settings.resolved_state_dir,
+        debounce_ms=settings.debounce_ms,
+        max_bytes=settings.max_file_bytes,
+        include=settings.include,
+        ignore=settings.ignore,
+    )
+    node = Node(options, store)
+    node.load()
+    transport = RedisTransport(settings.redis_url, settings.swarm, node_id)
+    replicator = Replicator(
+        node,
+        transport,
+        ReplicationOptions(
+            swarm=settings.swarm,
+            node_id=node_id,
+            role=settings.role,
+            heartbeat_interval=settings.heartbeat_interval,
+            offline_after=settings.offline_after,
+        ),
+    )
+    return Runtime(settings, node_id, store, node, transport, replicator, asyncio.Event())
+
+
+async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Run every loop of the sidecar until `stop` is set, then shut down gracefully."""
+    node, replicator = runtime.node, runtime.replicator
+    await runtime.transport.start()
+    http_server: Any = None
+    if runtime.settings.http_address is not None:
+        from swarm.http import start_http  # imported late: only the daemon needs it
+
+        http_server = await start_http(runtime, *runtime.settings.http_address)
+    log.info(
+        "node %s syncing %s in swarm %s via %s",
+        runtime.node_id,
+        runtime.settings.dir,
+        runtime.settings.swarm,
+        _redact(runtime.settings.redis_url),
+    )
+    work_stop = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(replicator.run(work_stop))
+            watching = asyncio.Event()
+            group.create_task(node.watch_loop(work_stop, watching))
+            group.create_task(node.render_loop(work_stop))
+            await watching.wait()
+            await replicator.wait_caught_up(_INITIAL_CATCHUP_WAIT)
+            await node.reconcile()
+            runtime.reconciled.set()
+            node.ready.set()
+            log.info("ready: %d files, outbox %d", len(node.docs), runtime.store.outbox_depth())
+            await stop.wait()
+            log.info("stopping: flushing the outbox (grace %.1fs)", runtime.settings.grace)
+            work_stop.set()  # no new work: the watcher stops taking agent writes
+            await _final_flush(runtime)
+            raise _Shutdown
+    except* _Shutdown:
+        pass
+    finally:
+        if http_server is not None:
+            await http_server.close()
+        await runtime.transport.close()
+        runtime.store.close()
+        log.info("stopped")
+
+
+async def _final_flush(runtime: Runtime) -> None:
+    try:
+        left = await asyncio.wait_for(runtime.replicator.flush(), runtime.settings.grace)
+    except TimeoutError:
+        left = runtime.store.outbox_depth()
+    except Exception as exc:  # Redis down at shutdown: the outbox stays for the next start
+        log.warning("outbox not flushed: %s", exc)
+        left = runtime.store.outbox_depth()
+    if left:
+        log.warning("%d updates stay in the outbox; they are sent on the next start", left)
+
+
+class _Shutdown(Exception):
+    """Raised inside the task group to cancel every loop at once, after the final flush."""
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+async def run(settings: DaemonSettings) -> int:
+    runtime = open_runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting now (everything stored is committed)")
+            os._exit(128 + signum)
+        log.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await serve(runtime, stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0

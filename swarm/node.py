@@ -1,0 +1,356 @@
+"""One sidecar: the memory folder, its CRDT documents and the local store, wired together.
+
+The node owns every `MemoryDoc` and is the only place where the file bridge, the memory model and
+the store meet. Replication (swarm/replication.py) talks to it through `apply_remote`,
+`local_updates` and the document accessors; it never touches files.
+
+Ordering rules that keep edits from being lost:
+* An agent write is persisted (document log + outbox, one commit) before anything leaves the node.
+* A render first checks that the file still holds what this node last saw; if not, the agent's
+  write is ingested first and the render retried, so an unseen write is never overwritten.
+* Each path has one lock: ingesting and rendering a file never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm.bridge import (
+    DEFAULT_MAX_BYTES,
+    FolderWatcher,
+    PathPolicy,
+    RenderConflict,
+    RenderError,
+    read_stable,
+    remove_file,
+    scan,
+    write_atomic,
+)
+from swarm.memory import MemoryDoc, UpdateError
+from swarm.store import Store
+
+log = logging.getLogger(__name__)
+
+_COMPACT_UPDATES = 500  # fold a path's update log into one state past this many updates
+_COMPACT_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class NodeOptions:
+    root: Path
+    state_dir: Path
+    debounce_ms: int = 30
+    max_bytes: int = DEFAULT_MAX_BYTES
+    include: tuple[str, ...] = ("*.md",)
+    ignore: tuple[str, ...] = ()
+    settle: float = 0.02
+
+
+@dataclass
+class NodeCounters:
+    """What the node did, for metrics and status."""
+
+    ingested: int = 0
+    rendered: int = 0
+    deleted: int = 0
+    remote_applied: int = 0
+    rejected: int = 0
+    render_errors: int = 0
+    ingest_errors: int = 0
+    restored_docs: int = 0
+    skipped_files: dict[str, str] = field(default_factory=dict)  # path -> problem
+    last_error: str | None = None
+    apply_seconds: list[float] = field(default_factory=list)
+    render_seconds: list[float] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, options: NodeOptions, store: Store) -> None:
+        self.options = options
+        self.root = options.root
+        self.store = store
+        self.policy = PathPolicy(
+            options.root,
+            include=options.include,
+            ignore=options.ignore,
+            state_dir=options.state_dir,
+        )
+        self.docs: dict[str, MemoryDoc] = {}
+        self.counters = NodeCounters()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
+        self._listeners: list[Callable[[], None]] = []
+        self.ready = asyncio.Event()
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def on_local_update(self, callback: Callable[[], None]) -> None:
+        """Called whenever the outbox grew (replication wakes up to flush it)."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    def _lock(self, path: str) -> asyncio.Lock:
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = asyncio.Lock()
+        return lock
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild every document from the store (a crash loses nothing that was committed)."""
+        for path in self.store.paths():
+            self.docs[path] = self._restore(path)
+            followups = self.docs[path].settle()
+            self._persist_local(path, followups)
+
+    def _restore(self, path: str) -> MemoryDoc:
+        try:
+            doc = MemoryDoc.restore(path, self.store.load_doc(path))
+        except UpdateError as exc:
+            # A stored update pycrdt now refuses: keep what can be applied, say so once.
+            self.counters.last_error = str(exc)
+            log.error("restoring %s: %s", path, exc)
+            doc = MemoryDoc(path)
+            for update in self.store.load_doc(path):
+                try:
+                    doc.apply(update)
+                except UpdateError:
+                    continue
+        self.counters.restored_docs += 1
+        return doc
+
+    async def reconcile(self) -> None:
+        """Bring disk and documents together after start or catch-up: ingest what agents wrote
+        while the node was away, delete what they deleted, render what the swarm has."""
+        on_disk = set(await asyncio.to_thread(scan, self.root, self.policy))
+        known = self.store.file_states()
+        for path in sorted(on_disk):
+            await self.ingest(path)
+        for path, existed in known.items():
+            if existed and path not in on_disk and path in self.docs:
+                await self.ingest(path)  # reads "missing": a deletion made while we were away
+        for path in list(self.docs):
+            self.mark_dirty(path)
+
+    # -- local changes -------------------------------------------------------------------------
+
+    def doc(self, path: str) -> MemoryDoc:
+        doc = self.docs.get(path)
+        if doc is None or doc.broken:
+            doc = self._restore(path) if doc is not None else MemoryDoc(path)
+            self.docs[path] = doc
+        return doc
+
+    async def ingest(self, path: str) -> None:
+        """Read an agent's write of `path` and turn it into a local update."""
+        async with self._lock(path):
+            await self._ingest_locked(path)
+
+    async def _ingest_locked(self, path: str) -> None:
+        result = await asyncio.to_thread(
+            read_stable,
+            self.root / path,
+            max_bytes=self.options.max_bytes,
+            settle=self.options.settle,
+        )
+        last = self.store.last_version(path)
+        existed = self.store.file_states().get(path, False)
+        if result.missing:
+            if path in self.docs and existed and self.docs[path].exists:
+                self._delete_locally(path, last)
+            elif existed:
+                self.store.set_file_state(path, exists=False)
+            return
+        if result.text is None:
+            problem = result.problem or "unreadable"
+            if self.counters.skipped_files.get(path) != problem:
+                log.warning("not syncing %s: %s", path, problem)
+                self.counters.skipped_files[path] = problem
+            return
+        self.counters.skipped_files.pop(path, None)
+        text = result.text
+        doc = self.doc(path)
+        if existed and text == last and doc.content == text:
+            return  # our own render coming back, or nothing new
+        versions = self.store.versions(path)
+        bases = self._bases(path, versions)
+        adopt = not versions and not doc.is_empty
+        update = doc.write(text, bases, adopt=adopt)
+        with self.store.batch():
+            if update is not None:
+                self.store.append_update(path, update, local=True)
+            self.store.record_version(path, text)
+            self.store.set_file_state(path, exists=True)
+        self._own_write[path] = text
+        self.counters.ingested += 1
+        if update is not None:
+            self._notify()
+        if doc.content != text:
+            self.mark_dirty(path)  # the merge holds more than the agent wrote: render it
+
+    def _bases(self, path: str, versions: list[str]) -> list[str]:
+        """Versions the agent may have read: newest first, back to its own last write (an agent
+        always sees what it wrote itself)."""
+        own = self._own_write.get(path)
+        if own is None:
+            return versions
+        found: list[str] = []
+        for version in versions:
+            found.append(version)
+            if version == own:
+                break
+        return found
+
+    def _delete_locally(self, path: str, last: str | None) -> None:
+        doc = self.docs[path]
+        content = doc.content
+        update = doc.delete()
+        with self.store.batch():
+            self.store.trash(path, last if last is not None else content)
+            if update is not None:
+                self.store.append_update(path, update, local=True)
+            self.store.set_file_state(path, exists=False)
+        self.counters.deleted += 1
+        if update is not None:
+            self._notify()
+
+    def _persist_local(self, path: str, updates: list[bytes]) -> None:
+        if not updates:
+            return
+        with self.store.batch():
+            for update in updates:
+                self.store.append_update(path, update, local=True)
+        self._notify()
+
+    # -- remote changes ------------------------------------------------------------------------
+
+    def apply_remote(self, path: str, update: bytes) -> bool:
+        """Merge an update from the swarm; False if it was rejected (malformed, refused).
+
+        The caller groups many calls in one `store.batch()` (one commit per burst).
+        """
+        if not self.policy.accepts(path):
+            self.counters.rejected += 1
+            log.warning("dropping update for a path this node does not sync: %r", path)
+            return False
+        doc = self.doc(path)
+        before = doc.content, doc.exists
+        started = time.perf_counter()
+        try:
+            followups = doc.apply(update)
+        except UpdateError as exc:
+            self.counters.rejected += 1
+            self.counters.last_error = str(exc)
+            log.warning("rejected update: %s", exc)
+            if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
+                self.docs[path] = self._restore(path)
+            return False
+        self.counters.apply_seconds.append(time.perf_counter() - started)
+        self.store.append_update(path, update, local=False)
+        for followup in followups:
+            self.store.append_update(path, followup, local=True)
+        if followups:
+            self._notify()
+        self.counters.remote_applied += 1
+        if (doc.content, doc.exists) != before:
+            self.mark_dirty(path)
+        return True
+
+    def compact(self) -> None:
+        """Fold long update logs into one state, so restarts stay fast and the store small."""
+        for path, doc in self.docs.items():
+            count, size = self.store.log_stats(path)
+            if count > _COMPACT_UPDATES or size > _COMPACT_BYTES:
+                self.store.compact_doc(path, doc.encode_state())
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def mark_dirty(self, path: str) -> None:
+        self._dirty.add(path)
+        self._dirty_event.set()
+
+    async def render_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            while self._dirty:
+                path = self._dirty.pop()
+                try:
+                    await self.render(path)
+                except RenderError as exc:
+                    self.counters.render_errors += 1
+                    self.counters.last_error = str(exc)
+                    log.error("render failed: %s", exc)
+
+    async def render(self, path: str) -> None:
+        """Write the merged text of `path` to disk, never over an agent write not yet ingested."""
+        async with self._lock(path):
+            for _ in range(10):
+                if await self._render_once(path):
+                    return
+                await self._ingest_locked(path)
+            log.warning("%s keeps changing under the renderer; will retry on the next change", path)
+
+    async def _render_once(self, path: str) -> bool:
+        doc = self.doc(path)
+        target, exists = doc.content, doc.exists
+        last = self.store.last_version(path)
+        existed = self.store.file_states().get(path, False)
+        file = self.root / path
+        started = time.perf_counter()
+        try:
+            if exists:
+                if existed and last == target:
+                    return True
+                await asyncio.to_thread(
+                    write_atomic,
+                    file,
+                    target,
+                    expected=last if existed else None,
+                    expect_missing=not existed,
+                    settle=self.options.settle,
+                )
+                with self.store.batch():
+                    self.store.record_version(path, target)
+                    self.store.set_file_state(path, exists=True)
+            else:
+                if not existed:
+                    return True
+                await asyncio.to_thread(
+                    remove_file, file, expected=last, root=self.root, settle=self.options.settle
+                )
+                with self.store.batch():
+                    if last is not None:
+                        self.store.trash(path, last)
+                    self.store.set_file_state(path, exists=False)
+        except RenderConflict:
+            return False
+        self.counters.rendered += 1
+        self.counters.render_seconds.append(time.perf_counter() - started)
+        return True
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def watch_loop(self, stop: asyncio.Event, started: asyncio.Event) -> None:
+        watcher = FolderWatcher(self.root, self.policy, debounce_ms=self.options.debounce_ms)
+        events = watcher.events(stop)
+        started.set()
+        async for batch in events:
+            for event in batch:
+                try:
+                    await self.ingest(event.path)
+                except Exception as exc:  # one bad file must not stop the watcher
+                    self.counters.ingest_errors += 1
+                    self.counters.last_error = f"{event.path}: {exc}"
+                    log.exception("ingesting %s failed", event.path)

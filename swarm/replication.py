@@ -1,0 +1,448 @@
+"""Replication: moving a node's updates to the swarm and the swarm's updates into the node.
+
+Generic part (any Transport): flush the outbox, apply what arrives. Redis part (a transport with a
+log): a contiguous cursor over the swarm log, catch-up from snapshots + log tail on join and after
+every gap, re-seeding a Redis that lost the swarm's data, heartbeats with per-file state vectors,
+anti-entropy, and log compaction under a lease.
+
+The cursor is the heart of "no lost message": it only moves over log entries this node has
+applied (or published itself), in log order. Live messages name the entry before them, so a
+dropped message shows up as a broken chain and triggers a log read from the cursor; a dropped
+message with nothing after it shows up on the next heartbeat, when the log's last id is past the
+cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.memory import vector
+from swarm.node import Node
+from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
+from swarm.transport.redis_transport import RedisTransport, parse_stream_id
+from swarm.wire import Envelope, Kind, WireError
+
+log = logging.getLogger(__name__)
+
+_OUTBOX_BATCH = 256
+_READ_BATCH = 2000
+
+
+@dataclass
+class ReplicationOptions:
+    swarm: str
+    node_id: str
+    role: str = ""
+    heartbeat_interval: float = 1.0
+    offline_after: float = 5.0  # a node silent this long is offline
+    compaction_interval: float = 10.0
+    lease_ttl_ms: int = 15_000
+
+
+@dataclass
+class ReplicationCounters:
+    published: int = 0
+    published_bytes: int = 0
+    received: int = 0
+    received_bytes: int = 0
+    catchups: int = 0
+    reseeds: int = 0
+    sync_requests: int = 0
+    publish_errors: int = 0
+    snapshots_written: int = 0
+    lag: int = 0  # operations this node lacks against the union of online peers
+    behind: dict[str, int] = field(default_factory=dict)
+    catchup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+
+
+def _stream_key(stream_id: str) -> tuple[int, int]:
+    return parse_stream_id(stream_id)
+
+
+class Replicator:
+    def __init__(self, node: Node, transport: Transport, options: ReplicationOptions) -> None:
+        self.node = node
+        self.transport = transport
+        self.options = options
+        self.counters = ReplicationCounters()
+        self.redis = transport if isinstance(transport, RedisTransport) else None
+        self.cursor = node.store.get_meta("cursor") or "0-0"
+        self._links: dict[str, str] = {}  # prev id -> id, for entries beyond a gap
+        self._outbox_wake = asyncio.Event()
+        self._catchup_wake = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._peers: dict[str, dict[str, Any]] = {}
+        self._behind_rounds: dict[str, int] = {}
+        self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
+        self.started_at = time.time()
+        self.host = socket.gethostname()
+        node.on_local_update(self._outbox_wake.set)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    @property
+    def connected(self) -> bool:
+        return self.redis.connected if self.redis is not None else True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then flush the outbox one last time (bounded by the caller)."""
+        self._outbox_wake.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._inbound(stop))
+                group.create_task(self._outbox_loop(stop))
+                if self.redis is not None:
+                    self._catchup_wake.set()
+                    group.create_task(self._catchup_loop(stop))
+                    group.create_task(self._heartbeat_loop(stop))
+                    group.create_task(self._compaction_loop(stop))
+                else:
+                    self._caught_up.set()
+                await stop.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+
+    async def wait_caught_up(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def flush(self) -> int:
+        """Publish what the outbox holds; returns how many entries are left."""
+        await self._flush_outbox()
+        return self.node.store.outbox_depth()
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    async def _outbox_loop(self, stop: asyncio.Event) -> None:
+        delay = 0.05
+        while not stop.is_set():
+            await self._outbox_wake.wait()
+            self._outbox_wake.clear()
+            try:
+                await self._flush_outbox()
+                delay = 0.05
+            except TransportError as exc:
+                self.counters.publish_errors += 1
+                log.debug("outbox flush failed, retrying in %.2fs: %s", delay, exc)
+                await _sleep_or_stop(stop, delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+                self._outbox_wake.set()
+
+    async def _flush_outbox(self) -> None:
+        store = self.node.store
+        while True:
+            entries = store.outbox(limit=_OUTBOX_BATCH)
+            if not entries:
+                return
+            for entry in entries:
+                env = Envelope(
+                    self.options.swarm, entry.path, self.options.node_id, Kind.UPDATE, entry.update
+                )
+                try:
+                    await self._publish(env)
+                except WireError as exc:
+                    log.error("cannot publish an update of %s: %s", entry.path, exc)
+                store.ack([entry.id])
+
+    async def _publish(self, env: Envelope) -> None:
+        if self.redis is not None:
+            prev, stream_id = await self.redis.publish_chained(env)
+            self._link(prev, stream_id)
+        else:
+            await self.transport.publish(env)
+        self.counters.published += 1
+        self.counters.published_bytes += len(env.payload)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def _inbound(self, stop: asyncio.Event) -> None:
+        async for message in self.transport.messages():
+            if stop.is_set():
+                return
+            if is_gap_marker(message):
+                self._catchup_wake.set()
+                continue
+            self._receive(message)
+
+    def _receive(self, message: Message) -> None:
+        env = message.envelope
+        self.counters.received += 1
+        self.counters.received_bytes += len(env.payload)
+        with self.node.store.batch():
+            if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
+                self.node.apply_remote(env.path, env.payload)
+            elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
+                self._answer_sync_request(env)
+            if message.stream_id is not None and message.prev_id is not None:
+                self._link(message.prev_id, message.stream_id)
+
+    def _link(self, prev: str, stream_id: str) -> None:
+        """Advance the cursor over contiguous log entries; note a gap for a catch-up."""
+        if _stream_key(stream_id) <= _stream_key(self.cursor):
+            return
+        self._links[prev] = stream_id
+        moved = False
+        while self.cursor in self._links:
+            self.cursor = self._links.pop(self.cursor)
+            moved = True
+        if moved:
+            self.node.store.set_meta("cursor", self.cursor)
+        if self._links:
+            self._catchup_wake.set()
+
+    def _answer_sync_request(self, env: Envelope) -> None:
+        """A peer says it lacks something in `env.path`: publish what it lacks, if we have it."""
+        doc = self.node.docs.get(env.path)
+        if doc is None:
+            return
+        try:
+            theirs = vector.decode(env.payload)
+        except vector.VectorError:
+            self.node.counters.rejected += 1
+            return
+        if vector.missing(theirs, doc.state_vector_dict()) == 0 and not doc.has_pending:
+            return
+        diff = doc.diff_since(env.payload)
+        reply = Envelope(self.options.swarm, env.path, self.options.node_id, Kind.STATE, diff)
+        asyncio.get_running_loop().create_task(self._publish_quietly(reply))
+
+    async def _publish_quietly(self, env: Envelope) -> None:
+        try:
+            await self._publish(env)
+        except (TransportError, WireError) as exc:
+            log.debug("could not publish %s for %s: %s", env.kind.name, env.path, exc)
+
+    # -- catch-up (Redis) ----------------------------------------------------------------------
+
+    async def _catchup_loop(self, stop: asyncio.Event) -> None:
+        delay = 0.1
+        while not stop.is_set():
+            await self._catchup_wake.wait()
+            self._catchup_wake.clear()
+            try:
+                await self.catch_up()
+                delay = 0.1
+            except TransportError as exc:
+                log.debug("catch-up failed, retrying in %.2fs: %s", delay, exc)
+                await _sleep_or_stop(stop, delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+                self._catchup_wake.set()
+
+    async def catch_up(self) -> None:
+        """Load what this node missed: snapshots if the log no longer reaches back to the cursor,
+        then the log tail; re-seed Redis from our own state if it lost the swarm's data."""
+        assert self.redis is not None
+        started = time.perf_counter()
+        store = self.node.store
+        known_epoch = store.get_meta("epoch")
+        epoch = await self.redis.epoch(known_epoch or uuid.uuid4().hex)
+        reseed = known_epoch is not None and epoch != known_epoch
+        if reseed:
+            log.warning("Redis lost the swarm's data; re-seeding it from this node's state")
+            self.cursor = "0-0"
+            self._links.clear()
+        info = await self.redis.log_info()
+        first = info.get("first_id")
+        after = self.cursor
+        if self.cursor == "0-0" or (first and _stream_key(first) > _stream_key(self.cursor)):
+            snapshots = await self.redis.snapshots()
+            with store.batch():
+                for path, (_covered, state) in snapshots.items():
+                    self.node.apply_remote(path, state)
+            if snapshots:
+                after = min((covered for covered, _ in snapshots.values()), key=_stream_key)
+                if (
+                    _stream_key(self.cursor) > _stream_key(after)
+                    and first
+                    and (_stream_key(first) <= _stream_key(self.cursor))
+                ):
+                    after = self.cursor
+        while True:
+            messages = await self.redis.read_log(after, count=_READ_BATCH)
+            if not messages:
+                break
+            with store.batch():
+                for message in messages:
+                    env = message.envelope
+                    if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+                        self.node.apply_remote(env.path, env.payload)
+                    assert message.stream_id is not None
+                    after = message.stream_id
+                if _stream_key(after) > _stream_key(self.cursor):
+                    self.cursor = after
+                    store.set_meta("cursor", after)
+        self._links = {
+            p: i for p, i in self._links.items() if _stream_key(i) > _stream_key(self.cursor)
+        }
+        while self.cursor in self._links:
+            self.cursor = self._links.pop(self.cursor)
+        store.set_meta("cursor", self.cursor)
+        if reseed or known_epoch is None:
+            store.set_meta("epoch", epoch)
+        if reseed:
+            await self._reseed()
+        self.counters.catchups += 1
+        self.counters.catchup_seconds.append(time.perf_counter() - started)
+        self._caught_up.set()
+
+    async def _reseed(self) -> None:
+        """Publish every document's full state so the log again holds the whole history."""
+        for path, doc in list(self.node.docs.items()):
+            env = Envelope(
+                self.options.swarm, path, self.options.node_id, Kind.STATE, doc.encode_state()
+            )
+            await self._publish(env)
+        self._snapshotted.clear()
+        self.counters.reseeds += 1
+
+    # -- heartbeat and anti-entropy (Redis) ----------------------------------------------------
+
+    def presence_info(self) -> dict[str, Any]:
+        """What this node tells the swarm about itself: enough for `swarm status` to decide
+        convergence from state vectors and to show why a node lags."""
+        files = {}
+        for path, doc in self.node.docs.items():
+            sv = doc.state_vector()
+            files[path] = {
+                "sv": base64.b64encode(sv).decode(),
+                "digest": vector.digest(vector.decode(sv)),
+                "size": len(doc.content.encode("utf-8")),
+                "exists": doc.exists,
+                "pending": doc.has_pending,
+            }
+        return {
+            "role": self.options.role,
+            "host": self.host,
+            "pid": os.getpid(),
+            "started": self.started_at,
+            "ready": self.caught_up,
+            "outbox": self.node.store.outbox_depth(),
+            "cursor": self.cursor,
+            "lag": self.counters.lag,
+            "last_error": self.node.counters.last_error,
+            "skipped": dict(self.node.counters.skipped_files),
+            "files": files,
+        }
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        assert self.redis is not None
+        interval = self.options.heartbeat_interval
+        while not stop.is_set():
+            try:
+                await self.redis.heartbeat(self.presence_info(), ttl_s=self.options.offline_after)
+                await self._anti_entropy()
+            except TransportError as exc:
+                log.debug("heartbeat failed: %s", exc)
+            await _sleep_or_stop(stop, interval)
+
+    async def _anti_entropy(self) -> None:
+        """Repair what pub/sub lost: a log that moved past the cursor is read; a file on which
+        an online peer stays ahead for two rounds (or that waits on missing operations) is
+        asked for."""
+        assert self.redis is not None
+        info = await self.redis.log_info()
+        last = info.get("last_id")
+        if last and _stream_key(last) > _stream_key(self.cursor):
+            self._catchup_wake.set()
+        peers = await self.redis.presence()
+        online = {node: info for node, info in peers.items() if node != self.options.node_id}
+        self._peers = online
+        total_lag = 0
+        behind: dict[str, int] = {}
+        for path, want in _union_by_path(online).items():
+            doc = self.node.docs.get(path)
+            have = doc.state_vector_dict() if doc is not None else {}
+            lag = vector.missing(have, want)
+            if lag or (doc is not None and doc.has_pending):
+                behind[path] = lag
+            total_lag += lag
+        self.counters.lag = total_lag
+        self.counters.behind = behind
+        for path in list(self._behind_rounds):
+            if path not in behind:
+                del self._behind_rounds[path]
+        for path in behind:
+            rounds = self._behind_rounds.get(path, 0) + 1
+            self._behind_rounds[path] = rounds
+            if rounds >= 2:
+                doc = self.node.docs.get(path)
+                sv = doc.state_vector() if doc is not None else vector.encode({})
+                self.counters.sync_requests += 1
+                await self._publish(
+                    Envelope(self.options.swarm, path, self.options.node_id, Kind.HELLO, sv)
+                )
+
+    # -- compaction (Redis) --------------------------------------------------------------------
+
+    async def _compaction_loop(self, stop: asyncio.Event) -> None:
+        assert self.redis is not None
+        while not stop.is_set():
+            await _sleep_or_stop(stop, self.options.compaction_interval)
+            if stop.is_set() or not self.caught_up:
+                continue
+            try:
+                await self.compact_once()
+            except TransportError as exc:
+                log.debug("compaction skipped: %s", exc)
+            self.node.compact()
+
+    async def compact_once(self) -> bool:
+        """Under the lease: write a snapshot of every changed file covering the cursor, then trim
+        the log behind the snapshots. Safe if two nodes briefly both do it: snapshots never move
+        backwards and each holds everything up to its covered id."""
+        assert self.redis is not None
+        if not await self.redis.acquire_lease(self.options.lease_ttl_ms):
+            return False
+        covered = self.cursor
+        if covered == "0-0":
+            return False
+        for path, doc in list(self.node.docs.items()):
+            digest = vector.digest(doc.state_vector_dict())
+            if self._snapshotted.get(path) == digest:
+                continue
+            if await self.redis.put_snapshot(path, covered, doc.encode_state()):
+                self._snapshotted[path] = digest
+                self.counters.snapshots_written += 1
+        await self.redis.trim_log()
+        return True
+
+
+class _Stop(Exception):
+    """Raised inside the task group to cancel its siblings once `stop` is set."""
+
+
+def _union_by_path(peers: dict[str, dict[str, Any]]) -> dict[str, vector.StateVector]:
+    union: dict[str, vector.StateVector] = {}
+    for info in peers.values():
+        files = info.get("files") or {}
+        for path, facts in files.items():
+            try:
+                sv = vector.decode(base64.b64decode(facts["sv"]))
+            except (KeyError, ValueError, TypeError):
+                continue
+            union[path] = vector.union([union.get(path, {}), sv])
+    return union
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
