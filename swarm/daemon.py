@@ -17,10 +17,13 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from swarm.config import DaemonSettings
+from swarm.config import DaemonSettings, SwarmSettings
+from swarm.crypto import KeyFileError, codec_from_settings
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator
 from swarm.store import Store
+from swarm.transport.codec import Codec
+from swarm.transport.redis_client import RedisSecurity
 from swarm.transport.redis_transport import RedisTransport
 
 log = logging.getLogger("swarm.daemon")
@@ -61,7 +64,34 @@ def node_id_for(store: Store, requested: str | None) -> str:
     return created
 
 
+def load_codec(settings: SwarmSettings) -> Codec:
+    """The swarm key's codec (plain without a key); DaemonError naming a bad key setting."""
+    try:
+        return codec_from_settings(settings)
+    except KeyFileError as exc:
+        raise DaemonError(str(exc)) from None
+
+
+def transport_for(
+    settings: SwarmSettings, node_id: str, codec: Codec | None = None
+) -> RedisTransport:
+    """The Redis transport the settings describe: swarm key, Redis credentials and TLS."""
+    security = RedisSecurity(
+        username=settings.redis_username,
+        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
+        ca_file=settings.redis_ca_file,
+    )
+    return RedisTransport(
+        settings.redis_url,
+        settings.swarm,
+        node_id,
+        codec=codec if codec is not None else load_codec(settings),
+        security=security,
+    )
+
+
 def open_runtime(settings: DaemonSettings) -> Runtime:
+    codec = load_codec(settings)  # before anything is opened: a bad key stops here
     root = settings.dir
     if not root.is_dir():
         raise DaemonError(f"memory folder {root} does not exist or is not a folder")
@@ -79,7 +109,7 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     )
     node = Node(options, store)
     node.load()
-    transport = RedisTransport(settings.redis_url, settings.swarm, node_id)
+    transport = transport_for(settings, node_id, codec)
     replicator = Replicator(
         node,
         transport,
@@ -117,6 +147,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             watching = asyncio.Event()
             group.create_task(node.watch_loop(work_stop, watching))
             group.create_task(node.render_loop(work_stop))
+            group.create_task(node.maintenance_loop(work_stop))
             await watching.wait()
             await replicator.wait_caught_up(_INITIAL_CATCHUP_WAIT)
             await node.reconcile()

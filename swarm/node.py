@@ -14,14 +14,17 @@ Ordering rules that keep edits from being lost:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from swarm.bridge import (
     DEFAULT_MAX_BYTES,
+    FileEvent,
     FolderWatcher,
     PathPolicy,
     RenderConflict,
@@ -32,12 +35,15 @@ from swarm.bridge import (
     write_atomic,
 )
 from swarm.memory import MemoryDoc, UpdateError
+from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.store import Store
 
 log = logging.getLogger(__name__)
 
 _COMPACT_UPDATES = 500  # fold a path's update log into one state past this many updates
 _COMPACT_BYTES = 2 * 1024 * 1024
+DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
+CONFIRM_DELETES_FILE = "confirm-deletes"
 
 
 @dataclass
@@ -48,7 +54,13 @@ class NodeOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     include: tuple[str, ...] = ("*.md",)
     ignore: tuple[str, ...] = ()
+    # Never leave the node: not ingested, not published, a remote update for them is refused.
+    private: tuple[str, ...] = DEFAULT_PRIVATE
     settle: float = 0.02
+    # Mass-delete guard: more than this share of the known files gone in one batch (and at least
+    # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
+    delete_guard_share: float = 0.5
+    delete_guard_min: int = 3
 
 
 @dataclass
@@ -65,8 +77,8 @@ class NodeCounters:
     restored_docs: int = 0
     skipped_files: dict[str, str] = field(default_factory=dict)  # path -> problem
     last_error: str | None = None
-    apply_seconds: list[float] = field(default_factory=list)
-    render_seconds: list[float] = field(default_factory=list)
+    apply_seconds: Histogram = field(default_factory=apply_latency)
+    render_seconds: Histogram = field(default_factory=render_latency)
 
 
 class Node:
@@ -77,7 +89,7 @@ class Node:
         self.policy = PathPolicy(
             options.root,
             include=options.include,
-            ignore=options.ignore,
+            ignore=(*options.ignore, *options.private),
             state_dir=options.state_dir,
         )
         self.docs: dict[str, MemoryDoc] = {}
@@ -87,7 +99,11 @@ class Node:
         self._dirty_event = asyncio.Event()
         self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
         self._listeners: list[Callable[[], None]] = []
+        self._exists: dict[str, bool] = {}
+        self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
         self.ready = asyncio.Event()
+        # Set while deletions are held back by the mass-delete guard: the reason, for status.
+        self.deletions_held: str | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -107,8 +123,17 @@ class Node:
 
     # -- start-up ------------------------------------------------------------------------------
 
+    def _existed(self, path: str) -> bool:
+        """Whether the file existed on disk at this node's last sync of it."""
+        return self._exists.get(path, False)
+
+    def _set_existed(self, path: str, exists: bool) -> None:
+        self.store.set_file_state(path, exists=exists)
+        self._exists[path] = exists
+
     def load(self) -> None:
         """Rebuild every document from the store (a crash loses nothing that was committed)."""
+        self._exists = self.store.file_states()
         for path in self.store.paths():
             self.docs[path] = self._restore(path)
             followups = self.docs[path].settle()
@@ -130,18 +155,60 @@ class Node:
         self.counters.restored_docs += 1
         return doc
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, *, deletions_confirmed: bool = False) -> None:
         """Bring disk and documents together after start or catch-up: ingest what agents wrote
         while the node was away, delete what they deleted, render what the swarm has."""
         on_disk = set(await asyncio.to_thread(scan, self.root, self.policy))
-        known = self.store.file_states()
         for path in sorted(on_disk):
             await self.ingest(path)
-        for path, existed in known.items():
-            if existed and path not in on_disk and path in self.docs:
+        gone = [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
+        if deletions_confirmed or not self._guard_deletions(len(gone)):
+            for path in gone:
                 await self.ingest(path)  # reads "missing": a deletion made while we were away
         for path in list(self.docs):
             self.mark_dirty(path)
+
+    # -- mass-delete guard ---------------------------------------------------------------------
+
+    def _guard_deletions(self, count: int) -> bool:
+        """True (and hold deletions) when `count` files vanishing at once looks like an accident:
+        an unmounted volume, a wiped folder. Other nodes keep their copies until an operator
+        confirms (`swarm confirm-deletes`) or the files come back."""
+        if self.deletions_held is not None:
+            return True
+        if not self.root.is_dir():
+            self._hold(f"memory folder {self.root} is missing")
+            return True
+        known = sum(1 for exists in self._exists.values() if exists)
+        if (
+            count >= self.options.delete_guard_min
+            and count > known * self.options.delete_guard_share
+        ):
+            self._hold(f"{count} of {known} files disappeared at once")
+            return True
+        return False
+
+    def _hold(self, reason: str) -> None:
+        self.deletions_held = reason
+        self.counters.last_error = f"deletions held: {reason}; run `swarm confirm-deletes`"
+        log.error("mass-delete guard: %s; deletions are not propagated until confirmed", reason)
+
+    async def check_deletion_hold(self) -> None:
+        """Lift the hold when the operator confirmed, or when the files are back."""
+        if self.deletions_held is None:
+            return
+        confirm = self.options.state_dir / CONFIRM_DELETES_FILE
+        confirmed = confirm.exists()
+        if not confirmed and self.root.is_dir():
+            on_disk = set(await asyncio.to_thread(scan, self.root, self.policy))
+            missing = [p for p, e in self._exists.items() if e and p not in on_disk]
+            if missing:
+                return
+        log.warning("mass-delete guard lifted (%s)", "confirmed" if confirmed else "files back")
+        self.deletions_held = None
+        self.counters.last_error = None
+        confirm.unlink(missing_ok=True)
+        await self.reconcile(deletions_confirmed=confirmed)
 
     # -- local changes -------------------------------------------------------------------------
 
@@ -165,12 +232,14 @@ class Node:
             settle=self.options.settle,
         )
         last = self.store.last_version(path)
-        existed = self.store.file_states().get(path, False)
+        existed = self._existed(path)
         if result.missing:
+            if self.deletions_held is not None:
+                return
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
-                self.store.set_file_state(path, exists=False)
+                self._set_existed(path, False)
             return
         if result.text is None:
             problem = result.problem or "unreadable"
@@ -179,6 +248,8 @@ class Node:
                 self.counters.skipped_files[path] = problem
             return
         self.counters.skipped_files.pop(path, None)
+        if result.stat is not None:
+            self._stats[path] = result.stat
         text = result.text
         doc = self.doc(path)
         if existed and text == last and doc.content == text:
@@ -191,7 +262,7 @@ class Node:
             if update is not None:
                 self.store.append_update(path, update, local=True)
             self.store.record_version(path, text)
-            self.store.set_file_state(path, exists=True)
+            self._set_existed(path, True)
         self._own_write[path] = text
         self.counters.ingested += 1
         if update is not None:
@@ -220,7 +291,7 @@ class Node:
             self.store.trash(path, last if last is not None else content)
             if update is not None:
                 self.store.append_update(path, update, local=True)
-            self.store.set_file_state(path, exists=False)
+            self._set_existed(path, False)
         self.counters.deleted += 1
         if update is not None:
             self._notify()
@@ -256,7 +327,7 @@ class Node:
             if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
                 self.docs[path] = self._restore(path)
             return False
-        self.counters.apply_seconds.append(time.perf_counter() - started)
+        self.counters.apply_seconds.observe(time.perf_counter() - started)
         self.store.append_update(path, update, local=False)
         for followup in followups:
             self.store.append_update(path, followup, local=True)
@@ -306,15 +377,17 @@ class Node:
         doc = self.doc(path)
         target, exists = doc.content, doc.exists
         last = self.store.last_version(path)
-        existed = self.store.file_states().get(path, False)
+        existed = self._existed(path)
         file = self.root / path
+        if self.deletions_held is not None and not self.root.is_dir():
+            return True  # never write into a folder that vanished (an unmounted volume)
         started = time.perf_counter()
         try:
             if exists:
                 if existed and last == target:
                     return True
-                await asyncio.to_thread(
-                    write_atomic,
+                self._stats[path] = await asyncio.to_thread(
+                    _write_and_stat,
                     file,
                     target,
                     expected=last if existed else None,
@@ -323,7 +396,7 @@ class Node:
                 )
                 with self.store.batch():
                     self.store.record_version(path, target)
-                    self.store.set_file_state(path, exists=True)
+                    self._set_existed(path, True)
             else:
                 if not existed:
                     return True
@@ -333,24 +406,93 @@ class Node:
                 with self.store.batch():
                     if last is not None:
                         self.store.trash(path, last)
-                    self.store.set_file_state(path, exists=False)
+                    self._set_existed(path, False)
         except RenderConflict:
             return False
         self.counters.rendered += 1
-        self.counters.render_seconds.append(time.perf_counter() - started)
+        self.counters.render_seconds.observe(time.perf_counter() - started)
         return True
 
     # -- watching ------------------------------------------------------------------------------
 
     async def watch_loop(self, stop: asyncio.Event, started: asyncio.Event) -> None:
-        watcher = FolderWatcher(self.root, self.policy, debounce_ms=self.options.debounce_ms)
-        events = watcher.events(stop)
-        started.set()
-        async for batch in events:
-            for event in batch:
-                try:
-                    await self.ingest(event.path)
-                except Exception as exc:  # one bad file must not stop the watcher
-                    self.counters.ingest_errors += 1
-                    self.counters.last_error = f"{event.path}: {exc}"
-                    log.exception("ingesting %s failed", event.path)
+        """Watch the folder; if the watcher dies (the folder vanished, inotify trouble), hold
+        deletions and start it again once the folder is back."""
+        while not stop.is_set():
+            watcher = FolderWatcher(self.root, self.policy, debounce_ms=self.options.debounce_ms)
+            try:
+                events = watcher.events(stop)
+                started.set()
+                async for batch in events:
+                    await self._ingest_batch(batch)
+            except Exception as exc:
+                self.counters.last_error = f"watcher: {exc}"
+                log.error("watcher stopped: %s", exc)
+            if stop.is_set():
+                return
+            self._guard_deletions(0)
+            while not stop.is_set() and not self.root.is_dir():
+                await _sleep_or_stop(stop, 1.0)
+            await _sleep_or_stop(stop, 0.2)
+
+    async def _ingest_batch(self, batch: list[FileEvent]) -> None:
+        gone = [e.path for e in batch if e.deleted and self._existed(e.path)]
+        if gone and self._guard_deletions(len(gone)):
+            batch = [e for e in batch if not e.deleted]
+        for event in batch:
+            try:
+                await self.ingest(event.path)
+            except Exception as exc:  # one bad file must not stop the watcher
+                self.counters.ingest_errors += 1
+                self.counters.last_error = f"{event.path}: {exc}"
+                log.exception("ingesting %s failed", event.path)
+
+    async def rescan(self) -> None:
+        """Ingest every file whose stat changed since this node last read or wrote it: the
+        safety net for events a watcher can miss (before it is armed, on overflow)."""
+        on_disk = await asyncio.to_thread(_stat_all, self.root, self.policy)
+        for path, key in on_disk.items():
+            if self._stats.get(path) != key:
+                await self.ingest(path)
+        gone = [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
+        if gone and not self._guard_deletions(len(gone)):
+            for path in gone:
+                await self.ingest(path)
+
+    async def maintenance_loop(
+        self, stop: asyncio.Event, interval: float = 1.0, rescan_every: float = 30.0
+    ) -> None:
+        next_rescan = time.monotonic() + min(0.5, rescan_every)  # the watcher arms lazily
+        while not stop.is_set():
+            await _sleep_or_stop(stop, min(interval, max(0.0, next_rescan - time.monotonic())))
+            try:
+                await self.check_deletion_hold()
+                if time.monotonic() >= next_rescan:
+                    await self.rescan()
+                    next_rescan = time.monotonic() + rescan_every
+                self.compact()
+            except Exception as exc:
+                self.counters.last_error = str(exc)
+                log.exception("maintenance failed")
+
+
+def _write_and_stat(file: Path, text: str, **kwargs: Any) -> tuple[int, int, int]:
+    write_atomic(file, text, **kwargs)
+    st = file.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _stat_all(root: Path, policy: PathPolicy) -> dict[str, tuple[int, int, int]]:
+    found: dict[str, tuple[int, int, int]] = {}
+    for path in scan(root, policy):
+        try:
+            st = (root / path).stat()
+        except OSError:
+            continue
+        found[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return found
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,250 @@
+"""Two nodes keep a folder identical through the file bridge, the memory model and the store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from swarm.transport.memory import MemoryBus
+from node_harness import eventually, running_node, write_atomically
+
+
+async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        write_atomically(a.root / "MEMORY.md", "# Memory\n- likes tea\n")
+        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- likes tea\n", what="create")
+
+        (b.root / "memory").mkdir()
+        (b.root / "memory" / "2026-11-25.md").write_text("- met Ana\n", encoding="utf-8")
+        await eventually(lambda: a.read("memory/2026-11-25.md") == "- met Ana\n", what="subdir")
+
+        with open(a.root / "MEMORY.md", "a", encoding="utf-8") as handle:  # in place
+            handle.write("- works on swarm\n")
+        await eventually(
+            lambda: b.read("MEMORY.md") == "# Memory\n- likes tea\n- works on swarm\n",
+            what="append",
+        )
+
+        os.rename(b.root / "memory" / "2026-11-25.md", b.root / "memory" / "people.md")
+        await eventually(
+            lambda: a.read("memory/people.md") == "- met Ana\n"
+            and a.read("memory/2026-11-25.md") is None,
+            what="rename",
+        )
+
+        (a.root / "MEMORY.md").unlink()
+        await eventually(lambda: b.read("MEMORY.md") is None, what="delete")
+        trashed = b.node.store.trashed("MEMORY.md")
+        assert trashed and "works on swarm" in trashed[0][1]  # content kept for a later restore
+
+
+async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        published_by_b = b.replicator.counters.published
+        for i in range(5):
+            text = "".join(f"- line {j}\n" for j in range(i + 1))
+            write_atomically(a.root / "MEMORY.md", text)
+            await eventually(lambda t=text: b.read("MEMORY.md") == t, what=f"render {i}")
+        # Give b's watcher every chance to see its own renders, then check it stayed silent.
+        marker = b.root / "marker.md"
+        marker.write_text("x\n", encoding="utf-8")
+        await eventually(lambda: a.read("marker.md") == "x\n", what="marker")
+        assert b.replicator.counters.published == published_by_b + 1  # the marker only
+        assert b.node.store.outbox_depth() == 0
+
+
+async def test_stale_whole_file_rewrite_keeps_the_remote_edit(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
+        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
+        agent_read = a.read("MEMORY.md")  # the agent on a reads, then thinks for a while...
+        write_atomically(b.root / "MEMORY.md", "# Memory\n- one\n- from b\n")
+        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- one\n- from b\n", what="b")
+        assert agent_read is not None
+        write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
+        want = "# Memory\n- one\n- from b\n- from a\n"
+        await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+
+
+async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        write_atomically(a.root / "MEMORY.md", "Focus: none\n- x\n")
+        await eventually(lambda: b.read("MEMORY.md") == "Focus: none\n- x\n", what="seed")
+        a.transport.offline = True  # hold a's edit back so both edit the same base
+        write_atomically(a.root / "MEMORY.md", "Focus: cloud launch\n- x\n")
+        write_atomically(b.root / "MEMORY.md", "Focus: offline notes\n- x\n")
+        await eventually(lambda: a.node.store.outbox_depth() == 1, what="a ingested")
+        await eventually(lambda: b.read("MEMORY.md") != "Focus: none\n- x\n", what="b ingested")
+        a.transport.offline = False
+        a.replicator._outbox_wake.set()
+        await eventually(
+            lambda: a.read("MEMORY.md") == b.read("MEMORY.md")
+            and "Focus: cloud launch" in (a.read("MEMORY.md") or "")
+            and "Focus: offline notes" in (a.read("MEMORY.md") or ""),
+            what="both versions",
+        )
+        lines = (a.read("MEMORY.md") or "").splitlines()
+        assert sorted(lines) == ["- x", "Focus: cloud launch", "Focus: offline notes"]
+
+
+async def test_non_utf8_binary_and_oversize_files_are_left_alone(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(
+        bus, "a", tmp_path / "a", tmp_path / "sa", max_bytes=1024
+    ) as a, running_node(bus, "b", tmp_path / "b", tmp_path / "sb", max_bytes=1024) as b:
+        (a.root / "latin1.md").write_bytes("caf\xe9\n".encode("latin-1"))
+        (a.root / "binary.md").write_bytes(b"\x00\x01\x02")
+        (a.root / "huge.md").write_text("x" * 2000, encoding="utf-8")
+        write_atomically(a.root / "ok.md", "fine\n")
+        await eventually(lambda: b.read("ok.md") == "fine\n", what="ok.md")
+        await eventually(lambda: len(a.node.counters.skipped_files) == 3, what="reports")
+        assert a.node.counters.skipped_files == {
+            "latin1.md": "not UTF-8",
+            "binary.md": "binary (NUL byte)",
+            "huge.md": "larger than 1 KiB (2 KiB)",
+        }
+        assert not any((b.root / name).exists() for name in ("latin1.md", "binary.md", "huge.md"))
+        assert (a.root / "latin1.md").read_bytes() == "caf\xe9\n".encode("latin-1")  # untouched
+
+
+async def test_edits_made_while_stopped_are_ingested_on_start(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b:
+        async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a:
+            write_atomically(a.root / "MEMORY.md", "- before\n")
+            write_atomically(a.root / "gone.md", "- will be deleted\n")
+            await eventually(
+                lambda: b.read("MEMORY.md") == "- before\n" and b.read("gone.md") is not None,
+                what="first sync",
+            )
+        # a is stopped; its agent keeps working.
+        write_atomically(tmp_path / "a" / "MEMORY.md", "- before\n- while stopped\n")
+        (tmp_path / "a" / "gone.md").unlink()
+        write_atomically(tmp_path / "a" / "new.md", "- new while stopped\n")
+        async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a:
+            await eventually(
+                lambda: b.read("MEMORY.md") == "- before\n- while stopped\n"
+                and b.read("new.md") == "- new while stopped\n"
+                and b.read("gone.md") is None,
+                what="offline edits",
+            )
+            assert a.read("gone.md") is None
+            # The restarted node continued the document: no second genesis.
+            assert len(a.node.docs["MEMORY.md"].state_vector_dict()) == 2
+
+
+async def test_sigkill_during_a_burst_loses_nothing_that_reached_disk(tmp_path: Path) -> None:
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    root, state = tmp_path / "a", tmp_path / "sa"
+    root.mkdir()
+    here = Path(__file__).parent
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "node_process.py"), str(root), str(state)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{here}:{here.parent}"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        lines: list[str] = []
+        memory = root / "MEMORY.md"
+        for i in range(300):
+            lines.append(f"- entry {i} 가족 👍🏽\n")
+            if i % 3:
+                with open(memory, "a", encoding="utf-8") as handle:
+                    handle.write(lines[-1])
+            else:
+                write_atomically(memory, "".join(lines))
+            if i == 150:
+                proc.send_signal(signal.SIGKILL)
+            await asyncio.sleep(0.002)  # agent pacing, not synchronisation
+    finally:
+        proc.kill()
+        proc.wait()
+    # The node comes back: the store is intact and the file's every line is in the document.
+    async with running_node(MemoryBus(), "solo", root, state) as node:
+        expected = "".join(lines)
+        await eventually(
+            lambda: node.node.docs["MEMORY.md"].content == expected, what="all lines in document"
+        )
+        assert memory.read_text(encoding="utf-8") == expected
+        assert node.node.docs["MEMORY.md"].content.count("- entry 7 ") == 1
+
+
+async def test_private_paths_never_leave_the_node(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    seen_paths: set[str] = set()
+
+    def record(envelope: object, receiver: str) -> bool:
+        seen_paths.add(getattr(envelope, "path", ""))
+        return True
+
+    bus.accept = record
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        write_atomically(a.root / "memory" / "private" / "diary.md", "secret\n")
+        write_atomically(a.root / "health.private.md", "secret\n")
+        write_atomically(a.root / "MEMORY.md", "public\n")
+        await eventually(lambda: b.read("MEMORY.md") == "public\n", what="public file")
+        assert seen_paths == {"MEMORY.md"}
+        assert b.read("memory/private/diary.md") is None and b.read("health.private.md") is None
+        # and a peer that sends one anyway is refused
+        assert b.node.apply_remote("memory/private/x.md", b"\x00\x00") is False
+
+
+async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
+    import shutil
+
+    bus = MemoryBus()
+    names = [f"memory/topic-{i}.md" for i in range(4)]
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        for name in names:
+            write_atomically(a.root / name, f"{name}\n")
+        await eventually(lambda: all(b.read(n) == f"{n}\n" for n in names), what="synced")
+        shutil.rmtree(a.root / "memory")  # an agent (or a bad script) wipes the folder
+        await eventually(lambda: a.node.deletions_held is not None, what="guard")
+        assert "4 of 4 files" in (a.node.deletions_held or "")
+        assert all(b.read(n) == f"{n}\n" for n in names)  # the others keep their copies
+        (tmp_path / "sa" / "confirm-deletes").touch()
+        await eventually(lambda: all(b.read(n) is None for n in names), what="confirmed")
+        assert a.node.deletions_held is None
+        assert b.node.store.trashed(names[0])  # still restorable
+
+
+async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:
+    import shutil
+
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
+        bus, "b", tmp_path / "b", tmp_path / "sb"
+    ) as b:
+        write_atomically(a.root / "MEMORY.md", "keep me\n")
+        await eventually(lambda: b.read("MEMORY.md") == "keep me\n", what="synced")
+        shutil.rmtree(a.root)  # an unmounted volume
+        await eventually(lambda: a.node.deletions_held is not None, what="guard")
+        write_atomically(b.root / "MEMORY.md", "keep me\n- more\n")
+        await eventually(lambda: b.node.store.outbox_depth() == 0, what="b published")
+        assert b.read("MEMORY.md") == "keep me\n- more\n"
+        assert not a.root.exists()  # nothing written into the vanished mount point
+        a.root.mkdir()  # the volume is back (empty): still held, nothing deleted anywhere
+        await eventually(lambda: b.read("MEMORY.md") == "keep me\n- more\n", what="kept")
