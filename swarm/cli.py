@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from swarm import __version__
+from swarm import __version__, cli_memory
+from swarm.cli_admin import keygen
 from swarm.config import ConfigError, DaemonSettings, load_settings
 
 
@@ -108,3 +109,57 @@ def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) 
     except DemoError as exc:
         _fail(str(exc), 1)
     sys.exit(code)
+
+
+@main.command()
+@click.option("--swarm", help="Swarm name (or SWARM_NAME).")
+@click.option("--redis-url", help="Redis URL (or SWARM_REDIS_URL).")
+@click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings.")
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON instead.")
+@click.option("--files", "with_files", is_flag=True, help="Also one row per file.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    help="Poll up to SECONDS for convergence before answering.",
+)
+@click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
+def status(
+    swarm: str | None,
+    redis_url: str | None,
+    config: Path | None,
+    as_json: bool,
+    with_files: bool,
+    wait: float | None,
+    watch: bool,
+) -> None:
+    """Whether every node holds the same memory; exit 0 converged, 1 not, 2 error."""
+    from rich.console import Console
+
+    from swarm import status as status_mod
+    from swarm.config import StatusSettings
+
+    if watch and as_json:
+        _fail("--watch and --json cannot be combined")
+    settings: StatusSettings = _settings_or_exit(
+        StatusSettings, {"swarm": swarm, "redis_url": redis_url}, config
+    )
+    options = status_mod.StatusOptions(
+        settings=settings,
+        as_json=as_json,
+        with_files=with_files,
+        wait=wait,
+        watch=watch,
+    )
+    try:
+        code = asyncio.run(status_mod.run(options, Console()))
+    except status_mod.StatusError as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else "status failed")
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+main.add_command(keygen)
+
+for _command in cli_memory.COMMANDS:
+    main.add_command(_command)

@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from swarm.transport.redis_keys import SwarmNameError, check_swarm_name
 
@@ -33,14 +41,22 @@ ENV_NAMES: dict[str, str] = {
     "max_file_bytes": "SWARM_MAX_FILE_BYTES",
     "include": "SWARM_INCLUDE",
     "ignore": "SWARM_IGNORE",
+    "private": "SWARM_PRIVATE",
+    "delete_guard_share": "SWARM_DELETE_GUARD_SHARE",
     "heartbeat_interval": "SWARM_HEARTBEAT_INTERVAL",
     "offline_after": "SWARM_OFFLINE_AFTER",
     "grace": "SWARM_GRACE",
     "log_json": "SWARM_LOG_JSON",
     "log_level": "SWARM_LOG_LEVEL",
+    "key_file": "SWARM_KEY_FILE",
+    "key": "SWARM_KEY",
+    "encrypt": "SWARM_ENCRYPT",
+    "redis_username": "SWARM_REDIS_USERNAME",
+    "redis_password": "SWARM_REDIS_PASSWORD",
+    "redis_ca_file": "SWARM_REDIS_CA_FILE",
 }
 CONFIG_ENV = "SWARM_CONFIG"
-_LIST_SETTINGS = {"include", "ignore"}
+_LIST_SETTINGS = {"include", "ignore", "private"}
 
 
 class ConfigError(ValueError):
@@ -54,6 +70,13 @@ class SwarmSettings(BaseModel):
 
     swarm: str
     redis_url: str = DEFAULT_REDIS_URL
+    # The swarm key: a file, or base64 text in $SWARM_KEY (no flag: argv is visible to everyone).
+    key_file: Path | None = None
+    key: SecretStr | None = None
+    encrypt: bool = True  # with a key: False authenticates without encrypting
+    redis_username: str | None = Field(default=None, min_length=1)
+    redis_password: SecretStr | None = None  # or in the URL; no flag, like the key
+    redis_ca_file: Path | None = None  # CA bundle that signs the server's cert (rediss://)
 
     @field_validator("swarm")
     @classmethod
@@ -70,6 +93,14 @@ class SwarmSettings(BaseModel):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @model_validator(mode="after")
+    def _security(self) -> SwarmSettings:
+        if self.key_file is not None and self.key is not None:
+            raise ValueError("key_file and SWARM_KEY are both set: use one")
+        if self.redis_ca_file is not None and not self.redis_url.startswith("rediss://"):
+            raise ValueError("redis_ca_file needs a rediss:// (TLS) redis_url")
+        return self
+
 
 class DaemonSettings(SwarmSettings):
     dir: Path
@@ -81,6 +112,8 @@ class DaemonSettings(SwarmSettings):
     max_file_bytes: int = Field(default=4 * 1024 * 1024, ge=1, le=64 * 1024 * 1024)
     include: tuple[str, ...] = ("*.md",)
     ignore: tuple[str, ...] = ()
+    private: tuple[str, ...] = ("memory/private/", "*.private.md")
+    delete_guard_share: float = Field(default=0.5, gt=0, le=1)
     heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
     offline_after: float = Field(default=5.0, gt=0, le=3600)
     grace: float = Field(default=5.0, ge=0, le=300)
@@ -102,6 +135,13 @@ class DaemonSettings(SwarmSettings):
     @property
     def http_address(self) -> tuple[str, int] | None:
         return None if self.http == "0" else parse_http(self.http)
+
+
+class StatusSettings(DaemonSettings):
+    """`swarm status` reads the daemon's settings (so one config file or environment serves
+    both) but needs only the swarm and Redis: the memory folder is optional."""
+
+    dir: Path | None = None  # type: ignore[assignment]
 
 
 def parse_http(value: str) -> tuple[str, int]:

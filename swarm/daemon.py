@@ -49,7 +49,12 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.reconciled.is_set() and self.replicator.caught_up and self.transport.connected
+        return (
+            self.reconciled.is_set()
+            and self.replicator.caught_up
+            and self.transport.connected
+            and self.node.deletions_held is None
+        )
 
 
 def node_id_for(store: Store, requested: str | None) -> str:
@@ -106,6 +111,8 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
         max_bytes=settings.max_file_bytes,
         include=settings.include,
         ignore=settings.ignore,
+        private=settings.private,
+        delete_guard_share=settings.delete_guard_share,
     )
     node = Node(options, store)
     node.load()

@@ -340,6 +340,7 @@ class Replicator:
             "lag": self.counters.lag,
             "last_error": self.node.counters.last_error,
             "skipped": dict(self.node.counters.skipped_files),
+            "deletions_held": self.node.deletions_held,
             "files": files,
         }
 

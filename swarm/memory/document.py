@@ -34,6 +34,23 @@ def new_client_id() -> int:
     return random.randint(1, (1 << 32) - 1)
 
 
+def _prefer_existing_terminator(stored: str, tail: str, current: list[str]) -> tuple[str, str]:
+    """A file whose final newline was just removed: its last line gets a virtual terminator, and
+    that should be the one the line already has, or the line would count as changed (replaced,
+    and so revived if another node deleted it meanwhile)."""
+    if not tail:
+        return stored, tail
+    bare = stored[: -len(tail)]
+    last = bare[bare.rfind("\n") + 1 :]
+    existing = set(current)
+    if last + tail in existing:
+        return stored, tail
+    for other in ("\n", "\r\n"):
+        if other != tail and last + other in existing:
+            return bare + other, other
+    return stored, tail
+
+
 def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError | GeneratorExit)
 
@@ -47,6 +64,11 @@ class MemoryDoc:
         self._text = self._doc.get(genesis.TEXT_ROOT, type=pycrdt.Text)
         self._meta = self._doc.get(genesis.META_ROOT, type=pycrdt.Map)
         self._captured: list[bytes] | None = None
+        # Reads are far more frequent than changes (every apply compares content before and
+        # after): cached here, dropped by the transaction observer whenever the document changes.
+        self._text_cache: str | None = None
+        self._vector_cache: vector.StateVector | None = None
+        self.revision = 0  # bumped by every transaction: "did it change?" without reading the text
         self._doc.observe(self._on_transaction)
         self._resolved_geneses: frozenset[int] = frozenset()
         self._held: list[tuple[int, int, bytes]] = []  # (client, first clock, update)
@@ -64,7 +86,9 @@ class MemoryDoc:
 
     @property
     def stored_text(self) -> str:
-        return str(self._text)
+        if self._text_cache is None:
+            self._text_cache = str(self._text)
+        return self._text_cache
 
     @property
     def tail(self) -> str:
@@ -91,7 +115,9 @@ class MemoryDoc:
         return self._doc.get_state()
 
     def state_vector_dict(self) -> vector.StateVector:
-        return vector.decode(self._doc.get_state())
+        if self._vector_cache is None:
+            self._vector_cache = vector.decode(self._doc.get_state())
+        return dict(self._vector_cache)
 
     def encode_state(self) -> bytes:
         return self._doc.get_update()
@@ -131,6 +157,7 @@ class MemoryDoc:
             )
         current = self.stored_text
         current_lines = split_lines(current)
+        stored, tail = _prefer_existing_terminator(stored, tail, current_lines)
         stored = "".join(self._keep_virtual_terminator(current_lines, split_lines(stored)))
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
@@ -196,6 +223,9 @@ class MemoryDoc:
         return captured[0] if len(captured) == 1 else pycrdt.merge_updates(*captured)
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
+        self._text_cache = None
+        self._vector_cache = None
+        self.revision += 1
         if self._captured is not None:
             self._captured.append(event.update)
 
@@ -242,6 +272,7 @@ class MemoryDoc:
         try:
             self._doc.apply_update(update)
         except BaseException as exc:  # pycrdt panics derive from BaseException
+            self._text_cache = self._vector_cache = None  # a half-applied update changes it too
             if _is_fatal(exc):
                 raise
             self.broken = True

@@ -6,6 +6,10 @@ sidecar must notice quickly so its outbox keeps the update and the subscriber st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, ExponentialWithJitterBackoff
@@ -28,6 +32,30 @@ def command_retry() -> Retry:
     )
 
 
+@dataclass(frozen=True)
+class RedisSecurity:
+    """Credentials and TLS trust kept out of the URL (so logs and `ps` never show them).
+
+    A username or password in the URL wins over these.
+    """
+
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None  # for rediss://: the CA that signs the server's certificate
+
+    def client_options(self, url: str) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password
+        if self.ca_file is not None:
+            if not url.startswith("rediss://"):
+                raise ValueError("a CA file needs a rediss:// URL")
+            options["ssl_ca_certs"] = str(self.ca_file)
+        return options
+
+
 def make_client(
     url: str,
     *,
@@ -35,6 +63,7 @@ def make_client(
     connect_timeout: float = CONNECT_TIMEOUT_S,
     retry: Retry | None = None,
     client_name: str | None = None,
+    security: RedisSecurity | None = None,
 ) -> Redis:
     """A client for commands (bytes in, bytes out); `retry=Retry(NoBackoff(), 0)` disables retry."""
     client: Redis = Redis.from_url(
@@ -44,6 +73,7 @@ def make_client(
         retry=retry if retry is not None else command_retry(),
         decode_responses=False,
         client_name=client_name,
+        **(security or RedisSecurity()).client_options(url),
     )
     return client
 

@@ -16,8 +16,10 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -25,22 +27,35 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from swarm.transport import codec as reasons
 from swarm.transport.base import Message, TransportError, gap_marker
+from swarm.transport.codec import (
+    LOG,
+    Codec,
+    Decoded,
+    PlainCodec,
+    Rejected,
+    ReplayGuard,
+    snapshot_context,
+)
 from swarm.transport.redis_client import (
     CONNECT_TIMEOUT_S,
     RECONNECT_CAP_S,
     SOCKET_TIMEOUT_S,
     ReconnectBackoff,
+    RedisSecurity,
     make_client,
 )
 from swarm.transport.redis_keys import SwarmKeys
-from swarm.wire import Envelope, Kind, WireError, decode, encode
+from swarm.transport.rejects import RejectLog
+from swarm.wire import Envelope, Kind
 
 log = logging.getLogger(__name__)
 
 _STREAM_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
 _READ_PAGE = 1000
 _HEALTHY_S = 10.0
+_BAD_ENTRIES_KEPT = 10_000
 _CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
 
 # Append to the log and fan out in one atomic round trip; the channel is an argument, not a key,
@@ -149,6 +164,19 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node's last heartbeat as stored, expired or not (status shows offline nodes too)."""
+
+    node: str
+    seen_ms: int  # the Redis server's clock when the heartbeat was written
+    ttl_ms: int  # the node's own offline timeout
+    info: dict[str, Any]
+
+    def online(self, now_ms: int) -> bool:
+        return self.seen_ms + self.ttl_ms >= now_ms
+
+
 class RedisTransport:
     """One node's connection to one swarm on one Redis."""
 
@@ -164,7 +192,11 @@ class RedisTransport:
         connect_timeout: float = CONNECT_TIMEOUT_S,
         reconnect_cap: float = RECONNECT_CAP_S,
         ping_interval: float = 5.0,
+        codec: Codec | None = None,
+        security: RedisSecurity | None = None,
     ) -> None:
+        """`codec` seals what goes to Redis (default: plain, no key); `security` holds the
+        Redis credentials and TLS trust."""
         if not node:
             raise ValueError("node id must not be empty")
         self.url = url
@@ -175,6 +207,11 @@ class RedisTransport:
         self.log_maxlen = log_maxlen
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        self.codec: Codec = codec if codec is not None else PlainCodec(swarm)
+        self.rejects = RejectLog(log)  # rejections per reason, and rate-limited logging
+        self._replays = ReplayGuard()
+        # Log entries already counted as rejected: catch-ups re-read them, count them once.
+        self._bad_entries: OrderedDict[str, None] = OrderedDict()
         self.reconnects = 0
         self.last_error: str | None = None
         self._socket_timeout = socket_timeout
@@ -188,6 +225,7 @@ class RedisTransport:
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
                 client_name=f"swarm:{node}",
+                security=security,
             )
         except ValueError as exc:
             raise TransportError(f"invalid Redis URL {url!r}: {_one_line(exc)}") from None
@@ -199,6 +237,7 @@ class RedisTransport:
             connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0, supported_errors=()),
             client_name=f"swarm:{node}:sub",
+            security=security,
         )
         self._publish_script = self._client.register_script(_PUBLISH_LUA)
         self._acquire_script = self._client.register_script(_ACQUIRE_LEASE_LUA)
@@ -350,7 +389,24 @@ class RedisTransport:
                 if message is not None and message.envelope.sender != self.node:
                     await self._queue.put(message)
 
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        """reason -> inputs dropped for it (see swarm.transport.codec), for /metrics."""
+        return dict(self.rejects.by_reason)
+
+    def _reject(self, exc: Rejected) -> None:
+        self.rejected += 1
+        self.rejects.reject(exc.reason, exc.sender, str(exc))
+
+    def _open(self, data: bytes, context: bytes = LOG) -> Decoded | None:
+        try:
+            return self.codec.open(data, context)
+        except Rejected as exc:
+            self._reject(exc)
+            return None
+
     def _parse_live(self, data: bytes) -> Message | None:
+        """A live message, or None if it is dropped (undecodable, forged, replayed)."""
         prev_id, sep1, rest = data.partition(b" ")
         stream_id, sep2, raw = rest.partition(b" ")
         try:
@@ -358,9 +414,20 @@ class RedisTransport:
                 raise ValueError("no stream ids")
             parse_stream_id(prev_id)
             parse_stream_id(stream_id)
-            envelope = decode(raw, swarm=self.swarm)
-        except (ValueError, WireError):
-            self.rejected += 1
+        except ValueError:
+            self._reject(Rejected(reasons.GARBAGE, "live message without stream ids"))
+            return None
+        decoded = self._open(raw)
+        if decoded is None:
+            return None
+        envelope = decoded.envelope
+        # Only live copies count: the log is re-read on purpose during every catch-up.
+        if (
+            decoded.nonce is not None
+            and envelope.sender != self.node
+            and not self._replays.fresh(envelope.sender, decoded.nonce)
+        ):
+            self._reject(Rejected(reasons.REPLAY, "message seen before", envelope.sender))
             return None
         return Message(envelope, stream_id.decode(), prev_id.decode())
 
@@ -384,7 +451,7 @@ class RedisTransport:
             raise TransportError("publish failed: transport is closed")
         if env.swarm != self.swarm:
             raise ValueError(f"envelope is for swarm {env.swarm!r}, transport is {self.swarm!r}")
-        data = encode(env)
+        data = self.codec.seal(env)
         with self._failures("publish"):
             async with asyncio.timeout(self._op_timeout):
                 stream_id, length, prev_id = await self._publish_script(
@@ -415,11 +482,15 @@ class RedisTransport:
                     break
                 for cursor, data in page:
                     try:
-                        envelope = decode(data, swarm=self.swarm)
-                    except WireError:
-                        self.rejected += 1
+                        decoded = self.codec.open(data)
+                    except Rejected as exc:
+                        if cursor not in self._bad_entries:
+                            self._bad_entries[cursor] = None
+                            if len(self._bad_entries) > _BAD_ENTRIES_KEPT:
+                                self._bad_entries.popitem(last=False)
+                            self._reject(exc)
                         continue
-                    messages.append(Message(envelope, cursor))
+                    messages.append(Message(decoded.envelope, cursor))
         return messages
 
     async def _log_page(self, after: str, count: int) -> list[tuple[str, bytes]]:
@@ -460,17 +531,28 @@ class RedisTransport:
             async with asyncio.timeout(self._op_timeout):
                 records = await self._client.hgetall(self.keys.snap)
         result: dict[str, tuple[str, bytes]] = {}
-        for raw_path, record in records.items():
-            covered, sep, state = _as_bytes(record).partition(b" ")
+        for raw_field, record in records.items():
+            covered, sep, sealed = _as_bytes(record).partition(b" ")
             try:
-                path = _as_bytes(raw_path).decode("utf-8")
+                field = _as_bytes(raw_field).decode("utf-8")
                 if not sep:
                     raise ValueError("no covered id")
                 parse_stream_id(covered)
             except ValueError:
-                self.rejected += 1
+                self._reject(Rejected(reasons.MALFORMED, "snapshot record without covered id"))
                 continue
-            result[path] = (covered.decode(), state)
+            if not isinstance(self.codec, PlainCodec):
+                decoded = self._open(sealed, snapshot_context(field, covered.decode()))
+                if decoded is None:
+                    continue
+                path, state = decoded.envelope.path, decoded.envelope.payload
+            else:
+                path, state = field, sealed
+            # After a key rotation one file may have a record under each key's field: the one
+            # covering more of the log wins (each holds everything up to its covered id).
+            known = result.get(path)
+            if known is None or parse_stream_id(known[0]) < parse_stream_id(covered):
+                result[path] = (covered.decode(), state)
         return result
 
     async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
@@ -480,11 +562,15 @@ class RedisTransport:
         backwards or past the newest log entry (a snapshot never claims what it cannot hold).
         """
         parse_stream_id(covered_id)
+        field = self.codec.path_field(path)
+        if not isinstance(self.codec, PlainCodec):
+            env = Envelope(self.swarm, path, self.node, Kind.STATE, state)
+            state = self.codec.seal(env, snapshot_context(field, covered_id))
         with self._failures("put_snapshot"):
             async with asyncio.timeout(self._op_timeout):
                 stored = await self._snapshot_script(
                     keys=[self.keys.lease, self.keys.snap, self.keys.log],
-                    args=[self.node, path.encode("utf-8"), covered_id, state],
+                    args=[self.node, field.encode("utf-8"), covered_id, state],
                 )
         return int(stored) == 1
 
@@ -538,8 +624,8 @@ class RedisTransport:
         self, entry_id: str, data: bytes, covered: dict[str, tuple[int, int]]
     ) -> bool:
         try:
-            envelope = decode(data, swarm=self.swarm)
-        except WireError:
+            envelope = self.codec.open(data).envelope
+        except Rejected:
             return False
         if envelope.kind is Kind.HELLO:
             return True
@@ -551,7 +637,9 @@ class RedisTransport:
         if ttl_s <= 0:
             raise ValueError(f"heartbeat ttl must be positive, got {ttl_s} s")
         try:
-            info_json = json.dumps(info, separators=(",", ":"), allow_nan=False)
+            info_json = json.dumps(
+                self.codec.seal_info(self.node, info), separators=(",", ":"), allow_nan=False
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"heartbeat info is not JSON: {exc}") from None
         with self._failures("heartbeat"):
@@ -575,8 +663,34 @@ class RedisTransport:
                 info = record["info"]
                 node = _as_bytes(raw_node).decode("utf-8")
             except (ValueError, KeyError, TypeError):
-                self.rejected += 1
+                self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable heartbeat"))
                 continue
-            if expires >= now_ms and isinstance(info, dict):
-                alive[node] = info
+            if expires < now_ms:
+                continue
+            try:
+                alive[node] = self.codec.open_info(node, info)
+            except Rejected as exc:
+                self._reject(exc)
         return alive
+
+    async def node_records(self) -> tuple[int, list[NodeRecord]]:
+        """The server's time (ms) and every node's last heartbeat, expired ones included;
+        undecodable records are counted in `rejected` and skipped."""
+        with self._failures("node_records"):
+            async with asyncio.timeout(self._op_timeout):
+                seconds, micros = await self._client.time()
+                raw_records = await self._client.hgetall(self.keys.nodes)
+        records: list[NodeRecord] = []
+        for raw_node, raw in raw_records.items():
+            try:
+                record = json.loads(raw)
+                node = _as_bytes(raw_node).decode("utf-8")
+                info = self.codec.open_info(node, record["info"])
+                records.append(
+                    NodeRecord(node, int(record["seen_ms"]), int(record["ttl_ms"]), info)
+                )
+            except Rejected as exc:
+                self._reject(exc)
+            except (ValueError, KeyError, TypeError):
+                self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable heartbeat"))
+        return int(seconds) * 1000 + int(micros) // 1000, sorted(records, key=lambda r: r.node)

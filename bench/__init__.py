@@ -1,0 +1,1 @@
+"""The benchmark harness: `python -m bench.run --size smoke|full`. See BENCHMARKS.md."""

@@ -1,0 +1,172 @@
+"""Prometheus metrics of one sidecar, read from its counters at scrape time.
+
+The node and the replicator keep plain counters; a custom collector turns them into metric
+families when `/metrics` is scraped, so the hot paths pay nothing for metrics. Latencies are the
+exception: a histogram needs every observation, so the node observes into the two unregistered
+histograms made here (bounded memory, unlike a list of samples).
+
+Each runtime gets its own `CollectorRegistry`: several sidecars in one process (tests) never share
+or collide on metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from swarm.daemon import Runtime
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "Histogram",
+    "apply_latency",
+    "registry_for",
+    "render_latency",
+    "scrape",
+]
+
+# An apply or a render is expected in well under 10 ms; the tail shows trouble (a slow disk).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+def apply_latency() -> Histogram:
+    """Seconds to merge one remote update into its document (not registered anywhere)."""
+    return Histogram(
+        "swarm_apply_seconds",
+        "Time to apply one remote update to its document.",
+        buckets=LATENCY_BUCKETS,
+        registry=None,
+    )
+
+
+def render_latency() -> Histogram:
+    """Seconds to write one merged file to disk (not registered anywhere)."""
+    return Histogram(
+        "swarm_render_seconds",
+        "Time to render one merged file to disk.",
+        buckets=LATENCY_BUCKETS,
+        registry=None,
+    )
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+class RuntimeCollector(Collector):
+    """Reads one runtime's counters on every scrape (on the event loop thread: the store is
+    single-threaded)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        runtime = self.runtime
+        node = runtime.node.counters
+        replication = runtime.replicator.counters
+        transport = runtime.transport
+        info = InfoMetricFamily("swarm_node", "Which node of which swarm this sidecar is.")
+        info.add_metric(
+            [],
+            {
+                "node": runtime.node_id,
+                "swarm": runtime.settings.swarm,
+                "role": runtime.settings.role,
+            },
+        )
+        yield info
+        yield _counter(
+            "swarm_updates_out", "Updates published to the swarm.", replication.published
+        )
+        yield _counter(
+            "swarm_updates_out_bytes", "Payload bytes published.", replication.published_bytes
+        )
+        yield _counter("swarm_updates_in", "Messages received from peers.", replication.received)
+        yield _counter(
+            "swarm_updates_in_bytes", "Payload bytes received.", replication.received_bytes
+        )
+        yield _counter(
+            "swarm_remote_applied", "Remote updates merged into documents.", node.remote_applied
+        )
+        yield _counter("swarm_ingested", "Agent writes turned into updates.", node.ingested)
+        yield _counter("swarm_rendered", "Merged files written to disk.", node.rendered)
+        rejected = CounterMetricFamily(
+            "swarm_rejected_messages",
+            "Input dropped, by reason: undecodable, unauthenticated, replayed (see "
+            "swarm.transport.codec), or an update the document could not apply (inapplicable).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(transport.rejected_by_reason.items()):
+            rejected.add_metric([reason], count)
+        rejected.add_metric(["inapplicable"], node.rejected)
+        yield rejected
+        yield _counter("swarm_render_errors", "Renders that failed.", node.render_errors)
+        yield _counter(
+            "swarm_ingest_errors", "Agent writes that failed to ingest.", node.ingest_errors
+        )
+        yield _counter(
+            "swarm_redis_reconnects", "Subscriptions re-established to Redis.", transport.reconnects
+        )
+        yield _counter(
+            "swarm_publish_errors", "Outbox flushes that failed.", replication.publish_errors
+        )
+        yield _counter("swarm_catchups", "Catch-ups from the Redis log.", replication.catchups)
+        yield _counter(
+            "swarm_sync_requests",
+            "Requests to peers for missing operations.",
+            replication.sync_requests,
+        )
+        yield _counter(
+            "swarm_snapshots_written", "Snapshots written to Redis.", replication.snapshots_written
+        )
+        yield _gauge(
+            "swarm_lag_operations",
+            "Operations this node lacks against the union of its online peers.",
+            replication.lag,
+        )
+        yield _gauge(
+            "swarm_outbox_depth", "Local updates not yet in Redis.", runtime.store.outbox_depth()
+        )
+        yield _gauge("swarm_files_synced", "Documents this node holds.", len(runtime.node.docs))
+        yield _gauge(
+            "swarm_files_skipped",
+            "Files not synced (too big, not UTF-8...).",
+            len(node.skipped_files),
+        )
+        yield _gauge("swarm_ready", "1 when caught up and connected to Redis.", int(runtime.ready))
+        yield _gauge(
+            "swarm_redis_connected",
+            "1 while the Redis subscription is live.",
+            int(transport.connected),
+        )
+        yield from node.apply_seconds.collect()
+        yield from node.render_seconds.collect()
+
+
+def registry_for(runtime: Runtime) -> CollectorRegistry:
+    """A registry of its own for one runtime."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    return registry
+
+
+def scrape(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of `registry`."""
+    return generate_latest(registry)

@@ -1,0 +1,535 @@
+"""`swarm status`: does every instance of the agent hold the same memory, and if not, who lags.
+
+Status reads only Redis (heartbeats, snapshots, log), never a local daemon. The rules, also
+documented in docs/status-schema.json:
+
+- A node is **online** while its last heartbeat, stamped with the Redis server's clock, is younger
+  than the node's own offline timeout; otherwise it is **offline**: shown, never blocking.
+- The **target** of a file is the union of the state vectors of the online nodes and of what Redis
+  holds for it (snapshot + log tail). Convergence compares state vectors only.
+- A node's **lag** is the number of operations (Yjs clock units) the targets hold that its state
+  vectors lack, summed over files; a file it does not hold at all counts in full.
+- A node is **converged** when its lag is 0 and no file of it waits on missing operations
+  (`pending`). For an offline node this is judged from its last heartbeat.
+- The swarm is **converged** when at least one node is online and every online node is converged.
+  No online node means nothing can be vouched for: not converged.
+- A node's **state** is the first that applies: `offline` (heartbeat expired); `error` (not
+  converged and it reports a last error); `behind` (not converged); `syncing` (holds everything
+  but is still catching up or has local updates not yet in Redis); `up to date`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import pycrdt
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from swarm.config import SwarmSettings
+from swarm.memory import MemoryDoc, UpdateError, vector
+from swarm.memory.vector import StateVector
+from swarm.transport import codec
+from swarm.transport.base import TransportError
+from swarm.transport.redis_transport import NodeRecord, parse_stream_id
+from swarm.wire import Kind
+
+# Redis unreachable must be reported within ~3 s: the transport's own timeouts are 2 s, this
+# bounds the first read whatever they become.
+CONNECT_TIMEOUT_S = 3.0
+POLL_INTERVAL_S = 0.25  # --wait
+WATCH_INTERVAL_S = 1.0  # --watch
+LOG_READ_LIMIT = 1_000_000  # entries of the log tail read to learn what Redis holds
+
+
+class StatusError(Exception):
+    """Status cannot be computed (Redis unreachable...); the message is one line."""
+
+
+class NodeState(StrEnum):
+    UP_TO_DATE = "up to date"
+    SYNCING = "syncing"
+    BEHIND = "behind"
+    OFFLINE = "offline"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What one node reported about one file in its heartbeat."""
+
+    sv: StateVector
+    size: int | None
+    exists: bool
+    pending: bool
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node: str
+    role: str
+    host: str
+    pid: int | None
+    online: bool
+    state: NodeState
+    converged: bool
+    ready: bool
+    lag: int
+    last_seen: float  # seconds since the last heartbeat (server clock)
+    last_seen_at: float  # server time of the last heartbeat, seconds since the epoch
+    outbox: int
+    last_error: str | None
+    files: int
+    behind: dict[str, int]  # path -> operations missing (pending files show 0)
+    skipped: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FileView:
+    path: str
+    converged: bool
+    size: int | None
+    exists: bool
+    lagging: tuple[str, ...]  # online nodes whose state does not cover the target
+    digest: str  # of the target state vector
+
+
+@dataclass(frozen=True)
+class RedisHeld:
+    """What Redis itself holds: per file, the state vector of snapshot + log tail."""
+
+    vectors: dict[str, StateVector] = field(default_factory=dict)
+    snapshots: int = 0
+    log_entries: int = 0
+    unreadable: tuple[str, ...] = ()  # files whose Redis data could not be applied
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records left unread
+
+
+@dataclass(frozen=True)
+class SwarmView:
+    swarm: str
+    checked_at: float  # server time, seconds since the epoch
+    converged: bool
+    nodes: tuple[NodeView, ...]
+    files: tuple[FileView, ...]
+    redis: RedisHeld
+
+    @property
+    def online(self) -> int:
+        return sum(1 for node in self.nodes if node.online)
+
+    @property
+    def files_differing(self) -> int:
+        return sum(1 for item in self.files if not item.converged)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented `--json` schema (docs/status-schema.json)."""
+        return {
+            "swarm": self.swarm,
+            "converged": self.converged,
+            "checked_at": self.checked_at,
+            "online": self.online,
+            "files_differing": self.files_differing,
+            "nodes": [
+                {
+                    "node": n.node,
+                    "role": n.role,
+                    "host": n.host,
+                    "pid": n.pid,
+                    "online": n.online,
+                    "state": n.state.value,
+                    "converged": n.converged,
+                    "ready": n.ready,
+                    "lag": n.lag,
+                    "last_seen": round(n.last_seen, 3),
+                    "last_seen_at": n.last_seen_at,
+                    "outbox": n.outbox,
+                    "last_error": n.last_error,
+                    "files": n.files,
+                    "behind": dict(n.behind),
+                    "skipped": dict(n.skipped),
+                }
+                for n in self.nodes
+            ],
+            "files": [
+                {
+                    "path": f.path,
+                    "converged": f.converged,
+                    "size": f.size,
+                    "exists": f.exists,
+                    "lagging": list(f.lagging),
+                    "digest": f.digest,
+                }
+                for f in self.files
+            ],
+            "redis": {
+                "snapshots": self.redis.snapshots,
+                "log_entries": self.redis.log_entries,
+                "unreadable": list(self.redis.unreadable),
+                "rejected": dict(self.redis.rejected),
+            },
+        }
+
+
+# -- computing the view (pure) ---------------------------------------------------------------
+
+
+def parse_files(info: dict[str, Any]) -> dict[str, FileFacts]:
+    """The per-file facts of a heartbeat; a malformed entry is left out, not fatal."""
+    files = info.get("files")
+    facts: dict[str, FileFacts] = {}
+    if not isinstance(files, dict):
+        return facts
+    for path, entry in files.items():
+        if not isinstance(path, str) or not isinstance(entry, dict):
+            continue
+        try:
+            sv = vector.decode(base64.b64decode(entry["sv"], validate=True))
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            continue
+        size = entry.get("size")
+        facts[path] = FileFacts(
+            sv=sv,
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            exists=bool(entry.get("exists", True)),
+            pending=bool(entry.get("pending", False)),
+        )
+    return facts
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _state(
+    online: bool, converged: bool, info: dict[str, Any], last_error: str | None
+) -> NodeState:
+    if not online:
+        return NodeState.OFFLINE
+    if not converged:
+        return NodeState.ERROR if last_error else NodeState.BEHIND
+    if info.get("ready") is not True or _count(info.get("outbox")) > 0:
+        return NodeState.SYNCING
+    return NodeState.UP_TO_DATE
+
+
+def _node_view(
+    record: NodeRecord,
+    files: dict[str, FileFacts],
+    behind: dict[str, int],
+    online: bool,
+    now_ms: int,
+) -> NodeView:
+    info = record.info
+    last_error = info.get("last_error") if isinstance(info.get("last_error"), str) else None
+    skipped = info.get("skipped")
+    return NodeView(
+        node=record.node,
+        role=_text(info.get("role")),
+        host=_text(info.get("host")),
+        pid=_count(info.get("pid")) or None,
+        online=online,
+        state=_state(online, not behind, info, last_error),
+        converged=not behind,
+        ready=info.get("ready") is True,
+        lag=sum(behind.values()),
+        last_seen=max(0.0, (now_ms - record.seen_ms) / 1000),
+        last_seen_at=record.seen_ms / 1000,
+        outbox=_count(info.get("outbox")),
+        last_error=last_error,
+        files=len(files),
+        behind=behind,
+        skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
+    )
+
+
+def _behind(files: dict[str, FileFacts], targets: dict[str, StateVector]) -> dict[str, int]:
+    """path -> operations missing, for every file not held completely (pending counts)."""
+    behind: dict[str, int] = {}
+    for path, target in targets.items():
+        fact = files.get(path)
+        lag = vector.missing(fact.sv if fact else {}, target)
+        if lag or (fact is not None and fact.pending):
+            behind[path] = lag
+    return behind
+
+
+def build_view(
+    swarm: str, now_ms: int, records: Iterable[NodeRecord], redis: RedisHeld
+) -> SwarmView:
+    """The swarm's convergence from heartbeats and what Redis holds (rules: module docstring)."""
+    records = list(records)
+    facts = {record.node: parse_files(record.info) for record in records}
+    online = sorted(record.node for record in records if record.online(now_ms))
+    targets: dict[str, StateVector] = {path: dict(sv) for path, sv in redis.vectors.items()}
+    for node in online:
+        for path, fact in facts[node].items():
+            targets[path] = vector.union([targets.get(path, {}), fact.sv])
+
+    nodes = tuple(
+        _node_view(
+            record,
+            facts[record.node],
+            _behind(facts[record.node], targets),
+            record.node in online,
+            now_ms,
+        )
+        for record in records
+    )
+    files = []
+    for path in sorted(targets):
+        target = targets[path]
+        lagging = tuple(node.node for node in nodes if node.online and path in node.behind)
+        holders = [facts[node][path] for node in online if path in facts[node]]
+        complete = [fact for fact in holders if vector.covers(fact.sv, target)]
+        shown = complete[0] if complete else (holders[0] if holders else None)
+        files.append(
+            FileView(
+                path=path,
+                converged=bool(online) and not lagging,
+                size=shown.size if shown else None,
+                exists=shown.exists if shown else True,
+                lagging=lagging,
+                digest=vector.digest(target),
+            )
+        )
+    converged = bool(online) and all(node.converged for node in nodes if node.online)
+    return SwarmView(swarm, now_ms / 1000, converged, nodes, tuple(files), redis)
+
+
+def redis_vectors(
+    snapshots: dict[str, tuple[str, bytes]], log: Iterable[tuple[str, str, Kind, bytes]]
+) -> RedisHeld:
+    """Per file, the state vector of its snapshot plus the log entries it does not cover.
+
+    `log` holds (stream id, path, kind, payload) in log order. Documents are rebuilt the way
+    nodes rebuild them (MemoryDoc's causal buffer), without any genesis fix-up of their own.
+    """
+    updates: dict[str, list[bytes]] = {path: [state] for path, (_, state) in snapshots.items()}
+    covered = {path: parse_stream_id(cid) for path, (cid, _) in snapshots.items()}
+    entries = 0
+    for stream_id, path, kind, payload in log:
+        entries += 1
+        if kind not in (Kind.UPDATE, Kind.STATE):
+            continue
+        if path in covered and parse_stream_id(stream_id) <= covered[path]:
+            continue
+        updates.setdefault(path, []).append(payload)
+    vectors: dict[str, StateVector] = {}
+    unreadable: list[str] = []
+    for path, path_updates in updates.items():
+        valid = [update for update in path_updates if _decodes(update)]
+        try:
+            vectors[path] = MemoryDoc.restore(path, valid).state_vector_dict()
+        except UpdateError:
+            unreadable.append(path)
+    return RedisHeld(vectors, len(snapshots), entries, tuple(sorted(unreadable)))
+
+
+def _decodes(update: bytes) -> bool:
+    try:
+        pycrdt.get_state(update)
+    except Exception:
+        return False
+    return True
+
+
+# -- reading Redis ---------------------------------------------------------------------------
+
+
+async def fetch_view(settings: SwarmSettings) -> SwarmView:
+    """One look at the swarm, with the daemon's Redis credentials, TLS and swarm key;
+    StatusError when Redis cannot be read or the settings cannot be used."""
+    from swarm.daemon import DaemonError, transport_for  # the daemon's own recipe
+
+    try:
+        transport = transport_for(settings, "status")
+    except (DaemonError, TransportError, ValueError) as exc:
+        raise StatusError(str(exc)) from None
+    try:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                now_ms, records = await transport.node_records()
+        except TimeoutError:
+            raise StatusError(f"Redis did not answer within {CONNECT_TIMEOUT_S:.0f} s") from None
+        snapshots = await transport.snapshots()
+        log = [
+            (m.stream_id or "0-0", m.envelope.path, m.envelope.kind, m.envelope.payload)
+            for m in await transport.read_log("0-0", count=LOG_READ_LIMIT)
+        ]
+    except TransportError as exc:
+        raise StatusError(f"cannot read swarm {settings.swarm!r} from Redis: {exc}") from None
+    finally:
+        await transport.close()
+    rejected = transport.rejected_by_reason
+    still_sealed = any(set(record.info) == {"sealed"} for record in records)  # we hold no key
+    if still_sealed or (
+        not records and (rejected.get(codec.NO_KEY) or rejected.get(codec.WRONG_KEY))
+    ):
+        raise StatusError(
+            f"swarm {settings.swarm!r} is sealed with a key this command does not hold "
+            "(set SWARM_KEY_FILE or SWARM_KEY as for the daemon)"
+        )
+    held = redis_vectors(snapshots, log)
+    held = replace(held, rejected=rejected)
+    return build_view(settings.swarm, now_ms, records, held)
+
+
+# -- showing it ------------------------------------------------------------------------------
+
+_STATE_STYLE = {
+    NodeState.UP_TO_DATE: "green",
+    NodeState.SYNCING: "yellow",
+    NodeState.BEHIND: "red",
+    NodeState.ERROR: "bold red",
+    NodeState.OFFLINE: "dim",
+}
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def summary(view: SwarmView, since: float | None = None) -> Text:
+    offline = len(view.nodes) - view.online
+    counts = f"{view.online} online, {offline} offline, {_plural(len(view.files), 'file')}"
+    when = f" since {time.strftime('%H:%M:%S', time.localtime(since))}" if since else ""
+    if view.converged:
+        return Text.assemble(
+            (f"swarm {view.swarm}: ", "bold"), ("converged", "bold green"), f"{when} — {counts}"
+        )
+    if not view.online:
+        reason = "no online node"
+    else:
+        behind = [f"{n.node} ({n.lag} ops)" for n in view.nodes if n.online and not n.converged]
+        differ = _plural(view.files_differing, "file")
+        reason = f"{differ} differ; behind: {', '.join(behind) or '-'}"
+    return Text.assemble(
+        (f"swarm {view.swarm}: ", "bold"),
+        ("NOT converged", "bold red"),
+        f"{when} — {reason} — {counts}",
+    )
+
+
+def nodes_table(view: SwarmView) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("node", "role", "host", "state", "last seen", "files", "lag", "last error"):
+        table.add_column(column, justify="right" if column in ("files", "lag") else "left")
+    for node in view.nodes:
+        table.add_row(
+            node.node,
+            node.role or "-",
+            node.host or "-",
+            Text(node.state.value, style=_STATE_STYLE[node.state]),
+            _age(node.last_seen),
+            str(node.files),
+            str(node.lag),
+            node.last_error or "-",
+        )
+    return table
+
+
+def files_table(view: SwarmView) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("file", "size", "same everywhere", "lagging nodes"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for item in view.files:
+        size = "-" if item.size is None else str(item.size)
+        if not item.exists:
+            size += " (deleted)"
+        table.add_row(
+            item.path,
+            size,
+            Text("yes", style="green") if item.converged else Text("no", style="red"),
+            ", ".join(item.lagging) or "-",
+        )
+    return table
+
+
+def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> RenderableType:
+    parts: list[RenderableType] = [summary(view, since)]
+    if view.nodes:
+        parts.append(nodes_table(view))
+    if with_files and view.files:
+        parts.append(files_table(view))
+    if view.redis.unreadable:
+        parts.append(Text(f"unreadable in Redis: {', '.join(view.redis.unreadable)}", "red"))
+    if view.redis.rejected:
+        counts = ", ".join(f"{count} {reason}" for reason, count in view.redis.rejected.items())
+        parts.append(Text(f"records left unread: {counts}", "yellow"))
+    return Group(*parts)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusOptions:
+    settings: SwarmSettings
+    as_json: bool = False
+    with_files: bool = False
+    wait: float | None = None  # seconds to wait for convergence
+    watch: bool = False
+
+
+def exit_code(view: SwarmView) -> int:
+    return 0 if view.converged else 1
+
+
+async def run(options: StatusOptions, console: Console) -> int:
+    """Show the swarm once, until converged (`wait`), or continuously (`watch`); the exit code:
+    0 converged, 1 not converged (by the deadline), StatusError for anything else."""
+    deadline = None if options.wait is None else time.monotonic() + options.wait
+    if options.watch:
+        return await _watch(options, console, deadline)
+    view = await fetch_view(options.settings)
+    while not view.converged and deadline is not None and time.monotonic() < deadline:
+        await asyncio.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+        view = await fetch_view(options.settings)
+    _show(view, options, console)
+    return exit_code(view)
+
+
+def _show(view: SwarmView, options: StatusOptions, console: Console) -> None:
+    if options.as_json:  # plain write: rich would wrap long lines at the console width
+        print(json.dumps(view.to_json(), sort_keys=True), file=console.file, flush=True)
+    else:
+        console.print(render(view, with_files=options.with_files))
+
+
+async def _watch(options: StatusOptions, console: Console, deadline: float | None) -> int:
+    view = await fetch_view(options.settings)
+    since = time.time()
+    with Live(
+        render(view, with_files=options.with_files, since=since), console=console, transient=False
+    ) as live:
+        while not (deadline is not None and (view.converged or time.monotonic() >= deadline)):
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            latest = await fetch_view(options.settings)
+            if latest.converged != view.converged:
+                since = time.time()
+            view = latest
+            live.update(render(view, with_files=options.with_files, since=since))
+    return exit_code(view)
