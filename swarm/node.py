@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pycrdt
+
 from swarm.bridge import (
     DEFAULT_MAX_BYTES,
     FileEvent,
@@ -100,7 +102,9 @@ class Node:
         self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
         self._listeners: list[Callable[[], None]] = []
         self._exists: dict[str, bool] = {}
-        self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
+        self._stats: dict[str, tuple[int, int, int]] = {}
+        self._accepted: dict[str, bool] = {}
+        self._accepted_generation = 0  # what we last read or wrote, per path
         self.ready = asyncio.Event()
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
@@ -311,32 +315,56 @@ class Node:
 
         The caller groups many calls in one `store.batch()` (one commit per burst).
         """
-        if not self.policy.accepts(path):
-            self.counters.rejected += 1
+        return self.apply_remote_many(path, [update]) == 1
+
+    def apply_remote_many(self, path: str, updates: list[bytes]) -> int:
+        """Merge updates of one path in one go (catch-up reads thousands): they are merged into
+        one update first, so pycrdt integrates, and the store keeps, one instead of many.
+        Returns how many were applied."""
+        if not self._syncs(path):
+            self.counters.rejected += len(updates)
             log.warning("dropping update for a path this node does not sync: %r", path)
-            return False
+            return 0
+        if len(updates) > 1:
+            try:
+                updates = [pycrdt.merge_updates(*updates)]
+            except Exception:  # one of them is malformed: apply one by one, keep the good ones
+                return sum(self.apply_remote_many(path, [update]) for update in updates)
+            count = len(updates)
+        else:
+            count = 1
         doc = self.doc(path)
-        before = doc.content, doc.exists
+        revision = doc.revision
         started = time.perf_counter()
         try:
-            followups = doc.apply(update)
+            followups = doc.apply(updates[0])
         except UpdateError as exc:
-            self.counters.rejected += 1
+            self.counters.rejected += count
             self.counters.last_error = str(exc)
             log.warning("rejected update: %s", exc)
             if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
                 self.docs[path] = self._restore(path)
-            return False
+            return 0
         self.counters.apply_seconds.observe(time.perf_counter() - started)
-        self.store.append_update(path, update, local=False)
+        self.store.append_update(path, updates[0], local=False)
         for followup in followups:
             self.store.append_update(path, followup, local=True)
         if followups:
             self._notify()
-        self.counters.remote_applied += 1
-        if (doc.content, doc.exists) != before:
+        self.counters.remote_applied += count
+        if doc.revision != revision:
             self.mark_dirty(path)
-        return True
+        return count
+
+    def _syncs(self, path: str) -> bool:
+        """Cached `policy.accepts` (it resolves symlinks: too slow for every update)."""
+        if self._accepted_generation != self.policy.generation:
+            self._accepted.clear()
+            self._accepted_generation = self.policy.generation
+        known = self._accepted.get(path)
+        if known is None:
+            known = self._accepted[path] = self.policy.accepts(path)
+        return known
 
     def compact(self) -> None:
         """Fold long update logs into one state, so restarts stay fast and the store small."""

@@ -31,11 +31,12 @@ from swarm.memory import vector
 from swarm.node import Node
 from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
 from swarm.transport.redis_transport import RedisTransport, parse_stream_id
-from swarm.wire import Envelope, Kind, WireError
+from swarm.wire import MAX_PAYLOAD, Envelope, Kind, WireError
 
 log = logging.getLogger(__name__)
 
 _OUTBOX_BATCH = 256
+_INBOUND_BATCH = 512
 _READ_BATCH = 2000
 
 
@@ -47,6 +48,7 @@ class ReplicationOptions:
     heartbeat_interval: float = 1.0
     offline_after: float = 5.0  # a node silent this long is offline
     compaction_interval: float = 10.0
+    compact_after_entries: int = 10_000  # compact sooner once the log is this long
     lease_ttl_ms: int = 15_000
 
 
@@ -81,6 +83,7 @@ class Replicator:
         self._links: dict[str, str] = {}  # prev id -> id, for entries beyond a gap
         self._outbox_wake = asyncio.Event()
         self._catchup_wake = asyncio.Event()
+        self._compact_wake = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._peers: dict[str, dict[str, Any]] = {}
         self._behind_rounds: dict[str, int] = {}
@@ -148,20 +151,38 @@ class Replicator:
                 self._outbox_wake.set()
 
     async def _flush_outbox(self) -> None:
+        """Publish the outbox oldest first, a batch per round trip, acking each batch in one
+        commit. Entries are dropped only once Redis has them."""
         store = self.node.store
         while True:
             entries = store.outbox(limit=_OUTBOX_BATCH)
             if not entries:
                 return
+            sendable = []
             for entry in entries:
                 env = Envelope(
                     self.options.swarm, entry.path, self.options.node_id, Kind.UPDATE, entry.update
                 )
-                try:
-                    await self._publish(env)
-                except WireError as exc:
-                    log.error("cannot publish an update of %s: %s", entry.path, exc)
-                store.ack([entry.id])
+                if len(entry.update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
+                    log.error(
+                        "cannot publish an update of %s: %d bytes", entry.path, len(entry.update)
+                    )
+                    continue
+                sendable.append(env)
+            if self.redis is not None:
+                receipts = await self.redis.publish_many(sendable) if sendable else []
+                with store.batch():
+                    for prev, stream_id in receipts:
+                        self._link(prev, stream_id)
+                    store.ack(entry.id for entry in entries)
+                if (self.redis.log_length or 0) >= self.options.compact_after_entries:
+                    self._compact_wake.set()
+            else:
+                for env in sendable:
+                    await self.transport.publish(env)
+                store.ack(entry.id for entry in entries)
+            self.counters.published += len(sendable)
+            self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
         if self.redis is not None:
@@ -178,22 +199,26 @@ class Replicator:
         async for message in self.transport.messages():
             if stop.is_set():
                 return
-            if is_gap_marker(message):
-                self._catchup_wake.set()
-                continue
-            self._receive(message)
+            burst = [message]
+            if self.redis is not None:
+                burst += self.redis.ready_messages(_INBOUND_BATCH)
+            with self.node.store.batch():  # one commit for a burst of messages
+                for item in burst:
+                    if is_gap_marker(item):
+                        self._catchup_wake.set()
+                    else:
+                        self._receive(item)
 
     def _receive(self, message: Message) -> None:
         env = message.envelope
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
-        with self.node.store.batch():
-            if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-                self.node.apply_remote(env.path, env.payload)
-            elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
-                self._answer_sync_request(env)
-            if message.stream_id is not None and message.prev_id is not None:
-                self._link(message.prev_id, message.stream_id)
+        if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
+            self.node.apply_remote(env.path, env.payload)
+        elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
+            self._answer_sync_request(env)
+        if message.stream_id is not None and message.prev_id is not None:
+            self._link(message.prev_id, message.stream_id)
 
     def _link(self, prev: str, stream_id: str) -> None:
         """Advance the cursor over contiguous log entries; note a gap for a catch-up."""
@@ -254,7 +279,9 @@ class Replicator:
         started = time.perf_counter()
         store = self.node.store
         known_epoch = store.get_meta("epoch")
-        epoch = await self.redis.epoch(known_epoch or uuid.uuid4().hex)
+        # Always offer a fresh value: offering the known one would let the first node back after
+        # a wipe restore the old epoch, and no node would ever notice the wipe and re-seed.
+        epoch = await self.redis.epoch(uuid.uuid4().hex)
         reseed = known_epoch is not None and epoch != known_epoch
         if reseed:
             log.warning("Redis lost the swarm's data; re-seeding it from this node's state")
@@ -279,14 +306,20 @@ class Replicator:
         while True:
             messages = await self.redis.read_log(after, count=_READ_BATCH)
             if not messages:
+                scanned = self.redis.last_scanned_id  # only undecodable entries were left
+                if _stream_key(scanned) > _stream_key(self.cursor):
+                    self.cursor = scanned
                 break
+            by_path: dict[str, list[bytes]] = {}
+            for message in messages:
+                env = message.envelope
+                if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+                    by_path.setdefault(env.path, []).append(env.payload)
+                assert message.stream_id is not None
+                after = message.stream_id
             with store.batch():
-                for message in messages:
-                    env = message.envelope
-                    if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
-                        self.node.apply_remote(env.path, env.payload)
-                    assert message.stream_id is not None
-                    after = message.stream_id
+                for path, updates in by_path.items():
+                    self.node.apply_remote_many(path, updates)
                 if _stream_key(after) > _stream_key(self.cursor):
                     self.cursor = after
                     store.set_meta("cursor", after)
@@ -395,9 +428,15 @@ class Replicator:
     # -- compaction (Redis) --------------------------------------------------------------------
 
     async def _compaction_loop(self, stop: asyncio.Event) -> None:
+        """Compact every `compaction_interval`, or sooner when the log grows long: a node that
+        returns after a long absence then loads snapshots and a short tail, not the whole log."""
         assert self.redis is not None
         while not stop.is_set():
-            await _sleep_or_stop(stop, self.options.compaction_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._compact_wake.wait(), timeout=self.options.compaction_interval
+                )
+            self._compact_wake.clear()
             if stop.is_set() or not self.caught_up:
                 continue
             try:

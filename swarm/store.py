@@ -197,6 +197,20 @@ class Store:
             self._undo(savepoint)
             raise self._fail(f"cannot commit: {_one_line(exc)}") from exc
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A method's own writes: a transaction of their own at top level, or simply part of
+        the caller's batch (no savepoint per call: a burst of thousands of updates would pay two
+        extra statements each; the caller's batch still rolls back as a whole on any error)."""
+        if self._depth > 0:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise self._fail(_one_line(exc)) from exc
+            return
+        with self.batch():
+            yield
+
     def _undo(self, savepoint: str) -> None:
         """Roll back the current level; SQLite may already have rolled back on I/O errors."""
         conn = self._conn
@@ -215,7 +229,7 @@ class Store:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.batch():
+        with self._write():
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -238,7 +252,7 @@ class Store:
 
     def append_update(self, path: str, update: bytes, *, local: bool) -> int | None:
         """Log an update; a local one also enters the outbox in the same transaction."""
-        with self.batch():
+        with self._write():
             self._conn.execute("INSERT INTO doc_log (path, data) VALUES (?, ?)", (path, update))
             if not local:
                 return None
@@ -250,7 +264,7 @@ class Store:
 
     def compact_doc(self, path: str, state: bytes) -> None:
         """Replace base and log with ``state``, which must already contain both."""
-        with self.batch():
+        with self._write():
             self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
             self._conn.execute(
                 "INSERT INTO doc_base (path, state) VALUES (?, ?)"
@@ -268,7 +282,7 @@ class Store:
 
     def forget_doc(self, path: str) -> None:
         """Drop the document's base and log; trash and unsent outbox entries stay."""
-        with self.batch():
+        with self._write():
             self._conn.execute("DELETE FROM doc_base WHERE path = ?", (path,))
             self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
 
@@ -283,7 +297,7 @@ class Store:
 
     def ack(self, ids: Iterable[int]) -> None:
         """Drop acknowledged entries; unknown or repeated ids are ignored."""
-        with self.batch():
+        with self._write():
             self._conn.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in ids))
 
     # -- render history ---------------------------------------------------------------------
@@ -296,7 +310,7 @@ class Store:
         """
         if self.last_version(path) == text:
             return
-        with self.batch():
+        with self._write():
             self._conn.execute(
                 "INSERT INTO history (path, text, size) VALUES (?, ?, ?)",
                 (path, text, len(text.encode("utf-8"))),
@@ -330,7 +344,7 @@ class Store:
     # -- file facts -------------------------------------------------------------------------
 
     def set_file_state(self, path: str, *, exists: bool) -> None:
-        with self.batch():
+        with self._write():
             self._conn.execute(
                 "INSERT INTO file_state (path, on_disk) VALUES (?, ?)"
                 " ON CONFLICT (path) DO UPDATE SET on_disk = excluded.on_disk",
@@ -346,7 +360,7 @@ class Store:
 
     def trash(self, path: str, content: str) -> None:
         """Keep the content of a deleted file so it can be restored."""
-        with self.batch():
+        with self._write():
             self._conn.execute(
                 "INSERT INTO trash (path, deleted_at, content) VALUES (?, ?, ?)",
                 (path, time.time(), content),

@@ -54,11 +54,13 @@ class PathPolicy:
                 protected.append("/" + _escape(state_rel) + "/")
         self._protected = GitIgnoreSpec.from_lines(protected)
         self._extra_ignore = tuple(ignore)
+        self.generation = 0
         self._ignore = self._build_ignore()
 
     def reload(self) -> None:
         """Re-read `.swarmignore` after it changed."""
         self._ignore = self._build_ignore()
+        self.generation += 1  # lets callers that cache `accepts` notice
 
     def accepts(self, rel: str) -> bool:
         """True when `rel` names a file inside the root that is included and not ignored."""

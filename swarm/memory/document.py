@@ -67,9 +67,12 @@ class MemoryDoc:
         # Reads are far more frequent than changes (every apply compares content before and
         # after): cached here, dropped by the transaction observer whenever the document changes.
         self._text_cache: str | None = None
+        self._tail_cache: str | None = None
+        self._meta_changed = True  # genesis records may need resolving
         self._vector_cache: vector.StateVector | None = None
         self.revision = 0  # bumped by every transaction: "did it change?" without reading the text
         self._doc.observe(self._on_transaction)
+        self._meta.observe(self._on_meta)
         self._resolved_geneses: frozenset[int] = frozenset()
         self._held: list[tuple[int, int, bytes]] = []  # (client, first clock, update)
         self.broken = False
@@ -92,8 +95,10 @@ class MemoryDoc:
 
     @property
     def tail(self) -> str:
-        tail = self._meta.get(genesis.TAIL_KEY, "")
-        return tail if isinstance(tail, str) else ""
+        if self._tail_cache is None:
+            tail = self._meta.get(genesis.TAIL_KEY, "")
+            self._tail_cache = tail if isinstance(tail, str) else ""
+        return self._tail_cache
 
     @property
     def content(self) -> str:
@@ -156,22 +161,32 @@ class MemoryDoc:
                 lambda: self._doc.apply_update(genesis.genesis_update(stored, tail))
             )
         current = self.stored_text
+        if not adopt and not tail and not self.tail and stored.startswith(current):
+            # A pure append, the usual agent write: it keeps every line the document has, so no
+            # base search or diff is needed and nothing can be lost.
+            added = stored[len(current) :]
+            return self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
         current_lines = split_lines(current)
         stored, tail = _prefer_existing_terminator(stored, tail, current_lines)
         stored = "".join(self._keep_virtual_terminator(current_lines, split_lines(stored)))
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
         else:
-            base = choose_base(stored, [current, *(normalize(b)[0] for b in bases)])
+            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in bases]
+            base = choose_base(stored, [current, *older])
             target = stored if base == current else merge3(base, stored, current)
             target_edits = line_edits(current_lines, split_lines(target))
-        return self._transact(current_lines, target_edits, tail=tail, revive=True)
+        return self._transact(
+            lambda: apply_line_edits(self._text, current_lines, target_edits), tail=tail
+        )
 
     def delete(self) -> bytes | None:
         """The file was deleted on disk: empty the text and lower the exists flag."""
         lines = split_lines(self.stored_text)
         edits = [LineEdit(0, len(lines), ())] if lines else []
-        return self._transact(lines, edits, tail=None, revive=False)
+        return self._transact(
+            lambda: apply_line_edits(self._text, lines, edits), tail=None, revive=False
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -196,13 +211,14 @@ class MemoryDoc:
         return [*new[:best], old[-1], *new[best + 1 :]]
 
     def _transact(
-        self, lines: list[str], edits: list[LineEdit], *, tail: str | None, revive: bool
+        self, edit_text: Callable[[], object], *, tail: str | None, revive: bool = True
     ) -> bytes | None:
+        """One transaction: the text edit plus the meta facts it implies (tail, exists)."""
         exists_now = self._meta.get(EXISTS_KEY, True) is not False
 
         def change() -> None:
             with self._doc.transaction():
-                apply_line_edits(self._text, lines, edits)
+                edit_text()
                 if tail is not None and tail != self.tail:
                     self._meta[genesis.TAIL_KEY] = tail
                 if revive and not exists_now:
@@ -228,6 +244,10 @@ class MemoryDoc:
         self.revision += 1
         if self._captured is not None:
             self._captured.append(event.update)
+
+    def _on_meta(self, event: object) -> None:
+        self._tail_cache = None
+        self._meta_changed = True
 
     def _apply_raw(self, update: bytes) -> None:
         """Apply with our own causal buffer.
@@ -272,7 +292,9 @@ class MemoryDoc:
         try:
             self._doc.apply_update(update)
         except BaseException as exc:  # pycrdt panics derive from BaseException
-            self._text_cache = self._vector_cache = None  # a half-applied update changes it too
+            # a half-applied update changes it too
+            self._text_cache = self._vector_cache = self._tail_cache = None
+            self._meta_changed = True
             if _is_fatal(exc):
                 raise
             self.broken = True
@@ -281,11 +303,17 @@ class MemoryDoc:
     def settle(self) -> list[bytes]:
         """Run the deterministic genesis fix-up if geneses met (also after a restore, in case a
         crash came between merging a genesis and persisting its fix-up)."""
+        if not self._meta_changed:
+            return []
+        self._meta_changed = False
         records = genesis.records(self._meta)
         if len(records) < 2 or frozenset(records) == self._resolved_geneses:
             return []
         self._resolved_geneses = frozenset(records)
-        fixup = genesis.resolve(records)
+        try:
+            fixup = genesis.resolve(records)
+        except Exception as exc:  # a peer's odd genesis record must not stop this node
+            raise UpdateError(f"{self.path}: genesis records cannot be resolved ({exc})") from None
         if fixup is None:
             return []
         captured = self._capture(lambda: self._doc.apply_update(fixup))

@@ -57,8 +57,9 @@ def records(meta: pycrdt.Map) -> dict[int, str]:  # type: ignore[type-arg]
     """Genesis client id -> stored content, as recorded in a document's meta map."""
     found: dict[int, str] = {}
     for key, value in meta.items():
-        if key.startswith(GENESIS_PREFIX) and isinstance(value, str):
-            found[int(key[len(GENESIS_PREFIX) :])] = value
+        suffix = key[len(GENESIS_PREFIX) :]
+        if key.startswith(GENESIS_PREFIX) and suffix.isdigit() and isinstance(value, str):
+            found[int(suffix)] = value
     return found
 
 

@@ -27,22 +27,26 @@ _BASE_CLIENT, _THEIRS_CLIENT, _OURS_CLIENT = 1, 2, 3
 def choose_base(written: str, candidates: Sequence[str]) -> str:
     """The candidate version the write most plausibly started from.
 
-    The true base is the one the write changes least: a stale read "deletes" every line added since
+    `candidates` is the current text first, then versions the agent may have read, newest first
+    (never one older than the agent's own last write: an agent always sees what it wrote). The
+    true base is the one the write changes least: a stale read "deletes" every line added since
     and "re-adds" every line removed since, while the agent's own change is the same whatever the
-    base. Ties go to the earliest candidate, so callers list the current text first, then older
-    versions newest first, and must not offer versions older than the agent's own last write (an
-    agent always sees what it wrote).
+    base. On a tie between the current text and an older version, the older one wins: merging
+    from it keeps what happened since, while diffing against the current text would delete it, and
+    no edit may be lost on a guess. Among older versions the newest wins.
     """
     new_lines = _keys(written)
-    best = candidates[0]
-    best_cost = edit_distance(_keys(best), new_lines)
+    current_cost = edit_distance(_keys(candidates[0]), new_lines)
+    if current_cost == 0:
+        return candidates[0]
+    best, best_cost = candidates[0], current_cost + 1  # any older version at <= cost beats it
     for candidate in candidates[1:]:
-        if best_cost == 0:
-            break
         cost = edit_distance(_keys(candidate), new_lines)
         if cost < best_cost:
             best, best_cost = candidate, cost
-    return best
+            if cost == 0:
+                break
+    return best if best_cost <= current_cost else candidates[0]
 
 
 def merge3(base: str, ours: str, theirs: str) -> str:

@@ -207,6 +207,7 @@ class RedisTransport:
         self.log_maxlen = log_maxlen
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        self.last_scanned_id = "0-0"  # last log entry read_log looked at, decodable or not
         self.codec: Codec = codec if codec is not None else PlainCodec(swarm)
         self.rejects = RejectLog(log)  # rejections per reason, and rate-limited logging
         self._replays = ReplayGuard()
@@ -460,6 +461,45 @@ class RedisTransport:
         self.log_length = int(length)
         return _as_bytes(prev_id).decode(), _as_bytes(stream_id).decode()
 
+    async def publish_many(self, envs: list[Envelope]) -> list[tuple[str, str]]:
+        """Publish several envelopes in one round trip (one pipeline of the publish script, run in
+        order, so each entry's previous id is exact); (previous id, id) of each, in order."""
+        if self._closed:
+            raise TransportError("publish failed: transport is closed")
+        sealed = []
+        for env in envs:
+            if env.swarm != self.swarm:
+                raise ValueError(f"envelope is for swarm {env.swarm!r}, not {self.swarm!r}")
+            sealed.append(self.codec.seal(env))
+        with self._failures("publish"):
+            async with asyncio.timeout(self._op_timeout + len(envs) * 0.01):
+                pipe = self._client.pipeline(transaction=False)
+                for data in sealed:
+                    await self._publish_script(
+                        keys=[self.keys.log], args=[data, self.keys.bus], client=pipe
+                    )
+                replies = await pipe.execute()
+        receipts = []
+        for stream_id, length, prev_id in replies:
+            self.log_length = int(length)
+            receipts.append((_as_bytes(prev_id).decode(), _as_bytes(stream_id).decode()))
+        return receipts
+
+    def ready_messages(self, limit: int) -> list[Message]:
+        """Messages already received, without waiting: lets the consumer apply a burst in one
+        store commit. The end-of-stream marker is left in place for `messages()`."""
+        found: list[Message] = []
+        while len(found) < limit:
+            try:
+                message = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if message is None:
+                self._queue.put_nowait(None)
+                break
+            found.append(message)
+        return found
+
     async def epoch(self, candidate: str) -> str:
         """The swarm's epoch on this Redis, setting it to `candidate` if it had none."""
         with self._failures("epoch"):
@@ -471,6 +511,8 @@ class RedisTransport:
         """Up to `count` decodable log entries after `after`, oldest first, own ones included.
 
         Undecodable entries are counted in `rejected` and skipped; an empty list means the end.
+        `last_scanned_id` then names the last entry read, decodable or not, so a reader can move
+        its cursor past entries nothing can apply.
         """
         parse_stream_id(after)
         messages: list[Message] = []
@@ -491,6 +533,7 @@ class RedisTransport:
                             self._reject(exc)
                         continue
                     messages.append(Message(decoded.envelope, cursor))
+        self.last_scanned_id = cursor
         return messages
 
     async def _log_page(self, after: str, count: int) -> list[tuple[str, bytes]]:
@@ -626,7 +669,9 @@ class RedisTransport:
         try:
             envelope = self.codec.open(data).envelope
         except Rejected:
-            return False
+            # Nothing can ever apply it, and keeping it would let one forged entry stop every
+            # trim for good: it does not hold the cut back.
+            return True
         if envelope.kind is Kind.HELLO:
             return True
         snapshot = covered.get(envelope.path)
