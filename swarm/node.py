@@ -29,6 +29,7 @@ from swarm.bridge import (
     FileEvent,
     FolderWatcher,
     PathPolicy,
+    ReadResult,
     RenderConflict,
     RenderError,
     read_stable,
@@ -36,6 +37,7 @@ from swarm.bridge import (
     scan,
     write_atomic,
 )
+from swarm.bridge.render import AgentWriteCaptured
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.store import Store
@@ -46,6 +48,7 @@ _COMPACT_UPDATES = 500  # fold a path's update log into one state past this many
 _COMPACT_BYTES = 2 * 1024 * 1024
 DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
 CONFIRM_DELETES_FILE = "confirm-deletes"
+_SUSPICIOUS_SETTLE = 0.5  # quiet time demanded of a read that looks like a write in progress
 
 
 @dataclass
@@ -229,13 +232,12 @@ class Node:
             await self._ingest_locked(path)
 
     async def _ingest_locked(self, path: str) -> None:
-        result = await asyncio.to_thread(
-            read_stable,
-            self.root / path,
-            max_bytes=self.options.max_bytes,
-            settle=self.options.settle,
-        )
+        result = await self._read(path, self.options.settle)
         last = self.store.last_version(path)
+        if result.text is not None and last and _looks_mid_write(result.text, last):
+            # An agent rewriting in place truncates, then writes: under load the gap can outlast
+            # the quiet window, and ingesting the truncated file would delete lines everywhere.
+            result = await self._read(path, _SUSPICIOUS_SETTLE)
         existed = self._existed(path)
         if result.missing:
             if self.deletions_held is not None:
@@ -254,10 +256,18 @@ class Node:
         self.counters.skipped_files.pop(path, None)
         if result.stat is not None:
             self._stats[path] = result.stat
-        text = result.text
-        doc = self.doc(path)
-        if existed and text == last and doc.content == text:
+        if existed and result.text == last and self.doc(path).content == result.text:
             return  # our own render coming back, or nothing new
+        self._ingest_text(path, result.text)
+
+    async def _read(self, path: str, settle: float) -> ReadResult:
+        return await asyncio.to_thread(
+            read_stable, self.root / path, max_bytes=self.options.max_bytes, settle=settle
+        )
+
+    def _ingest_text(self, path: str, text: str) -> None:
+        """An agent wrote `text` to `path`: merge it and persist the update (one commit)."""
+        doc = self.doc(path)
         versions = self.store.versions(path)
         bases = self._bases(path, versions)
         adopt = not versions and not doc.is_empty
@@ -435,6 +445,13 @@ class Node:
                     if last is not None:
                         self.store.trash(path, last)
                     self._set_existed(path, False)
+        except AgentWriteCaptured as captured:
+            # The render went through, and the agent's write it displaced is in our hands.
+            with self.store.batch():
+                self.store.record_version(path, target)
+                self._set_existed(path, True)
+            self._ingest_text(path, captured.text)
+            return False
         except RenderConflict:
             return False
         self.counters.rendered += 1
@@ -502,6 +519,12 @@ class Node:
             except Exception as exc:
                 self.counters.last_error = str(exc)
                 log.exception("maintenance failed")
+
+
+def _looks_mid_write(text: str, last: str) -> bool:
+    """Empty, or a strict prefix of what the file held: what a truncate-then-write looks like
+    from outside while it is under way (a real deletion of the last lines just waits longer)."""
+    return len(text) < len(last) and last.startswith(text)
 
 
 def _write_and_stat(file: Path, text: str, **kwargs: Any) -> tuple[int, int, int]:

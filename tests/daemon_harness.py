@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -88,7 +88,7 @@ def identical(roots: Sequence[Path]) -> bool:
     return all(tree == trees[0] for tree in trees[1:])
 
 
-def holds_all(root: Path, expected: dict[str, Iterable[str]]) -> bool:
+def holds_all(root: Path, expected: Mapping[str, Iterable[str]]) -> bool:
     """Every line of `expected[path]` is a line of `root/path`."""
     tree = read_tree(root)
     for path, lines in expected.items():
@@ -98,11 +98,11 @@ def holds_all(root: Path, expected: dict[str, Iterable[str]]) -> bool:
     return True
 
 
-def converged(roots: Sequence[Path], expected: dict[str, Iterable[str]]) -> bool:
+def converged(roots: Sequence[Path], expected: Mapping[str, Iterable[str]]) -> bool:
     return identical(roots) and all(holds_all(root, expected) for root in roots)
 
 
-def describe(roots: Sequence[Path], expected: dict[str, Iterable[str]] | None = None) -> str:
+def describe(roots: Sequence[Path], expected: Mapping[str, Iterable[str]] | None = None) -> str:
     """What differs, for a failed wait: missing lines per node, and whether the trees match."""
     lines = []
     for root in roots:
@@ -125,7 +125,7 @@ def duplicated_lines(text: str, lines: Iterable[str]) -> list[str]:
     return [line for line in lines if counts.get(line, 0) > 1]
 
 
-def assert_each_line_once(roots: Sequence[Path], expected: dict[str, Iterable[str]]) -> None:
+def assert_each_line_once(roots: Sequence[Path], expected: Mapping[str, Iterable[str]]) -> None:
     for root in roots:
         tree = read_tree(root)
         for path, lines in expected.items():

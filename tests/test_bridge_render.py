@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from swarm.bridge.render import RenderConflict, RenderError, remove_file, write_atomic
+import swarm.bridge.render as render_mod
+from swarm.bridge.render import (
+    AgentWriteCaptured,
+    RenderConflict,
+    RenderError,
+    remove_file,
+    write_atomic,
+)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -106,10 +113,11 @@ def test_permission_error_on_rename_is_a_render_error(
     path = tmp_path / "MEMORY.md"
     path.write_text("precious\n", encoding="utf-8")
 
-    def refuse(src: object, dst: object) -> None:
+    def refuse(*args: object) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
     monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(render_mod, "_renameat2", refuse)
     with pytest.raises(RenderError) as caught:
         write_atomic(path, "new\n", expected="precious\n")
     monkeypatch.undo()
@@ -170,3 +178,23 @@ def test_remove_file_conflict_keeps_agent_content(tmp_path: Path) -> None:
 
 def test_remove_file_missing_returns_false(tmp_path: Path) -> None:
     assert remove_file(tmp_path / "gone.md", expected="x\n", root=tmp_path) is False
+
+
+def test_agent_write_in_the_last_instant_is_captured_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent write landing after the last check, right before the swap, is handed back."""
+    path = tmp_path / "MEMORY.md"
+    path.write_text("seen\n", encoding="utf-8")
+    real_recheck = render_mod._recheck
+
+    def recheck_then_agent_writes(target: Path, seen: object) -> None:
+        real_recheck(target, seen)  # type: ignore[arg-type]
+        target.write_text("seen\nagent line\n", encoding="utf-8")
+
+    monkeypatch.setattr(render_mod, "_recheck", recheck_then_agent_writes)
+    with pytest.raises(AgentWriteCaptured) as caught:
+        write_atomic(path, "seen\nrendered\n", expected="seen\n")
+    assert caught.value.text == "seen\nagent line\n"
+    assert path.read_text(encoding="utf-8") == "seen\nrendered\n"
+    assert _leftovers(tmp_path) == []

@@ -116,7 +116,7 @@ class _DropsOneUpdate(InProcessDaemon):
                 return
             await put(message)
 
-        queue.put = lossy_put  # type: ignore[method-assign]
+        queue.put = lossy_put  # type: ignore[method-assign,assignment]
 
 
 HEARTBEAT_S = 0.5

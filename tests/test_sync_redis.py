@@ -65,7 +65,7 @@ def test_three_daemons_through_the_cli_converge_under_concurrent_agent_writes(
         )
         assert_each_line_once(group.folders, expected)
         memory = read_tree(group["a"].dir)["MEMORY.md"]
-        assert memory.startswith(SEED), "the seeded file was imported once, not twice"
+        assert memory.startswith(SEED), "the seeded file was imported once, not twice:\n" + memory
         for daemon in group.daemons.values():
             assert daemon.stop() == 0, daemon.current_log()
 

@@ -13,6 +13,7 @@ the stat comparison. The reader's quiet window (see `reader.py`) makes the secon
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import stat as stat_mod
@@ -33,6 +34,15 @@ class RenderConflict(Exception):
         super().__init__(f"{path} changed on disk since it was last seen ({state})")
         self.path = path
         self.current = current
+
+
+class AgentWriteCaptured(RenderConflict):
+    """An agent wrote the file in the instant before the render replaced it. The render went
+    through, and the agent's text (swapped out of the way, not lost) must be ingested now."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        super().__init__(path, ReadResult(text=text, problem=None))
+        self.text = text
 
 
 class RenderError(OSError):
@@ -65,7 +75,6 @@ def write_atomic(
     except OSError as exc:
         raise _render_error("cannot write", path, exc) from exc
     tmp = Path(tmp_name)
-    replaced = False
     try:
         try:
             os.fchmod(fd, mode)
@@ -74,14 +83,71 @@ def write_atomic(
         finally:
             os.close(fd)
         _recheck(path, seen)
-        os.replace(tmp, path)
-        replaced = True
+        if seen.read.missing:
+            if not _renameat2(tmp, path, _RENAME_NOREPLACE):
+                os.replace(tmp, path)  # no renameat2 here: the re-check above is all we have
+        elif _renameat2(tmp, path, _RENAME_EXCHANGE):
+            # The old file now sits at `tmp`: if an agent wrote between the last check and the
+            # swap, its write is in there, not lost.
+            _inspect_swapped_out(path, tmp, expected)
+        else:
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise RenderConflict(path, read_stable(path, settle=0)) from None
     except OSError as exc:
         raise _render_error("cannot write", path, exc) from exc
     finally:
-        if not replaced:
-            _discard(tmp)
+        _discard(tmp)
     _fsync_dir(parent)
+
+
+def _inspect_swapped_out(path: Path, swapped: Path, expected: str | None) -> None:
+    try:
+        data = swapped.read_bytes()
+    except OSError:
+        return
+    if expected is not None and data == expected.encode("utf-8"):
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        # Not text we could merge: put the agent's file back rather than lose it.
+        if _renameat2(swapped, path, _RENAME_EXCHANGE):
+            raise RenderConflict(path, read_stable(path, settle=0))
+        return
+    raise AgentWriteCaptured(path, text)
+
+
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2_fn = getattr(_libc, "renameat2", None)
+if _renameat2_fn is not None:
+    _renameat2_fn.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    _renameat2_fn.restype = ctypes.c_int
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """Linux renameat2(2); False where the system or file system does not support it."""
+    if _renameat2_fn is None:
+        return False
+    if _renameat2_fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dst))
+    raise OSError(err, os.strerror(err), str(dst))
 
 
 def remove_file(
