@@ -256,8 +256,8 @@ class Node:
         self.counters.skipped_files.pop(path, None)
         if result.stat is not None:
             self._stats[path] = result.stat
-        if existed and result.text == last and self.doc(path).content == result.text:
-            return  # our own render coming back, or nothing new
+        if existed and result.text == last:
+            return  # our own render coming back (or nothing new): not an agent write
         self._ingest_text(path, result.text)
 
     async def _read(self, path: str, settle: float) -> ReadResult:

@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from swarm.transport import codec as reasons
 from swarm.transport.base import Message, TransportError, gap_marker
@@ -473,17 +473,27 @@ class RedisTransport:
             sealed.append(self.codec.seal(env))
         with self._failures("publish"):
             async with asyncio.timeout(self._op_timeout + len(envs) * 0.01):
-                pipe = self._client.pipeline(transaction=False)
-                for data in sealed:
-                    await self._publish_script(
-                        keys=[self.keys.log], args=[data, self.keys.bus], client=pipe
-                    )
-                replies = await pipe.execute()
+                try:
+                    replies = await self._evalsha_many(sealed)
+                except NoScriptError:  # a restarted or flushed Redis: load it once, go again
+                    await self._client.script_load(_PUBLISH_LUA)
+                    replies = await self._evalsha_many(sealed)
         receipts = []
         for stream_id, length, prev_id in replies:
             self.log_length = int(length)
             receipts.append((_as_bytes(prev_id).decode(), _as_bytes(stream_id).decode()))
         return receipts
+
+    async def _evalsha_many(self, sealed: list[bytes]) -> list[Any]:
+        """EVALSHA straight away: redis-py's script pipelines first ask SCRIPT EXISTS, which
+        would cost every flush a second round trip."""
+        sha = self._publish_script.sha
+        if len(sealed) == 1:
+            return [await self._client.evalsha(sha, 1, self.keys.log, sealed[0], self.keys.bus)]
+        pipe = self._client.pipeline(transaction=False)
+        for data in sealed:
+            pipe.evalsha(sha, 1, self.keys.log, data, self.keys.bus)
+        return list(await pipe.execute())
 
     def ready_messages(self, limit: int) -> list[Message]:
         """Messages already received, without waiting: lets the consumer apply a burst in one
