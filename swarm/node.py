@@ -271,7 +271,18 @@ class Node:
         versions = self.store.versions(path)
         bases = self._bases(path, versions)
         adopt = not versions and not doc.is_empty
+        before = doc.content if log.isEnabledFor(logging.DEBUG) else None
         update = doc.write(text, bases, adopt=adopt)
+        if before is not None:
+            gone = set(before.splitlines()) - set(doc.content.splitlines())
+            log.debug(
+                "ingested %s: %d bases, removed %d lines %s; written==merged %s",
+                path,
+                len(bases),
+                len(gone),
+                sorted(gone)[:3],
+                doc.content == text,
+            )
         with self.store.batch():
             if update is not None:
                 self.store.append_update(path, update, local=True)
@@ -446,11 +457,13 @@ class Node:
                         self.store.trash(path, last)
                     self._set_existed(path, False)
         except AgentWriteCaptured as captured:
-            # The render went through, and the agent's write it displaced is in our hands.
+            # The render went through, and the agent's write it displaced is in our hands:
+            # ingest it, then note that the disk now shows the render, a version the agent may
+            # read next (so it must rank after the agent's own write among merge bases).
+            self._ingest_text(path, captured.text)
             with self.store.batch():
                 self.store.record_version(path, target)
                 self._set_existed(path, True)
-            self._ingest_text(path, captured.text)
             return False
         except RenderConflict:
             return False

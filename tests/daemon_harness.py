@@ -236,6 +236,8 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SWARM_")}
     env.update(FAST_SYNC_ENV)
     env["PYTHONUNBUFFERED"] = "1"
+    if os.environ.get("SWARM_TEST_DEBUG"):
+        env["SWARM_LOG_LEVEL"] = "debug"
     env.update(extra or {})
     return env
 

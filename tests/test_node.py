@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from swarm.transport.memory import MemoryBus
 from node_harness import eventually, running_node, write_atomically
+
+from swarm.transport.memory import MemoryBus
 
 
 async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
