@@ -44,6 +44,7 @@ def main() -> None:
 @click.option("--debounce-ms", type=int, help="Settle time for file events (default 30).")
 @click.option("--log-json", is_flag=True, default=None, help="One JSON object per log line.")
 @click.option("--log-level", help="debug, info, warning or error.")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Swarm key file (swarm keygen).")
 def daemon(
     dir_: Path | None,
     swarm: str | None,
@@ -56,6 +57,7 @@ def daemon(
     debounce_ms: int | None,
     log_json: bool | None,
     log_level: str | None,
+    key_file: Path | None,
 ) -> None:
     """Sync one memory folder with the rest of the swarm, until stopped."""
     from swarm import daemon as daemon_mod
@@ -74,6 +76,7 @@ def daemon(
         "debounce_ms": debounce_ms,
         "log_json": log_json,
         "log_level": log_level,
+        "key_file": key_file,
     }
     settings: DaemonSettings = _settings_or_exit(DaemonSettings, flags, config)
     logs.setup(
@@ -123,6 +126,7 @@ def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) 
     help="Poll up to SECONDS for convergence before answering.",
 )
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Swarm key file (swarm keygen).")
 def status(
     swarm: str | None,
     redis_url: str | None,
@@ -131,6 +135,7 @@ def status(
     with_files: bool,
     wait: float | None,
     watch: bool,
+    key_file: Path | None,
 ) -> None:
     """Whether every node holds the same memory; exit 0 converged, 1 not, 2 error."""
     from rich.console import Console
@@ -141,7 +146,7 @@ def status(
     if watch and as_json:
         _fail("--watch and --json cannot be combined")
     settings: StatusSettings = _settings_or_exit(
-        StatusSettings, {"swarm": swarm, "redis_url": redis_url}, config
+        StatusSettings, {"swarm": swarm, "redis_url": redis_url, "key_file": key_file}, config
     )
     options = status_mod.StatusOptions(
         settings=settings,

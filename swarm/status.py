@@ -220,6 +220,8 @@ def _state(
 ) -> NodeState:
     if not online:
         return NodeState.OFFLINE
+    if info.get("deletions_held"):  # the mass-delete guard waits for an operator
+        return NodeState.ERROR
     if not converged:
         return NodeState.ERROR if last_error else NodeState.BEHIND
     if info.get("ready") is not True or _count(info.get("outbox")) > 0:

@@ -175,12 +175,16 @@ async def test_late_joiner_after_compaction_gets_snapshots_plus_log_tail(
             "a wrote snapshots of both files",
         )
         tail = [await in_thread(agent.append, "MEMORY.md") for _ in range(3)]  # after the snapshot
+        docs = replicator.node.docs
         await wait_until_async(
             lambda: (
-                set(tail) <= set(replicator.node.docs["MEMORY.md"].content.splitlines())
+                all(
+                    path in docs and set(lines) <= set(docs[path].content.splitlines())
+                    for path, lines in agent.written.items()
+                )
                 and replicator.node.store.outbox_depth() == 0
             ),
-            "a ingested and published the tail",
+            "a ingested and published every line its agent wrote, the tail included",
         )
     finally:
         await writer.stop()
