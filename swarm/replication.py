@@ -19,17 +19,18 @@ import base64
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.memory import vector
 from swarm.node import Node
 from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
+from swarm.transport.redis_client import ReconnectBackoff
 from swarm.transport.redis_transport import RedisTransport, parse_stream_id
 from swarm.wire import MAX_PAYLOAD, Envelope, Kind, WireError
 
@@ -136,19 +137,29 @@ class Replicator:
     # -- outbound ------------------------------------------------------------------------------
 
     async def _outbox_loop(self, stop: asyncio.Event) -> None:
-        delay = 0.05
+        await self._run_on_wake(stop, self._outbox_wake, self._flush_outbox, "outbox flush")
+
+    async def _run_on_wake(
+        self,
+        stop: asyncio.Event,
+        wake: asyncio.Event,
+        action: Callable[[], Awaitable[None]],
+        what: str,
+    ) -> None:
+        """Run `action` each time `wake` is set; while Redis fails, retry with capped backoff
+        and jitter (so a swarm's nodes do not all come back at the same instant)."""
+        backoff = ReconnectBackoff(base=0.05, cap=5.0)
         while not stop.is_set():
-            await self._outbox_wake.wait()
-            self._outbox_wake.clear()
+            await wake.wait()
+            wake.clear()
             try:
-                await self._flush_outbox()
-                delay = 0.05
+                await action()
+                backoff.reset()
             except TransportError as exc:
-                self.counters.publish_errors += 1
-                log.debug("outbox flush failed, retrying in %.2fs: %s", delay, exc)
-                await _sleep_or_stop(stop, delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
-                self._outbox_wake.set()
+                delay = backoff.next_delay()
+                log.debug("%s failed, retrying in %.2fs: %s", what, delay, exc)
+                await _sleep_or_stop(stop, delay)
+                wake.set()
 
     async def _flush_outbox(self) -> None:
         """Publish the outbox oldest first, a batch per round trip, acking each batch in one
@@ -170,7 +181,11 @@ class Replicator:
                     continue
                 sendable.append(env)
             if self.redis is not None:
-                receipts = await self.redis.publish_many(sendable) if sendable else []
+                try:
+                    receipts = await self.redis.publish_many(sendable) if sendable else []
+                except TransportError:
+                    self.counters.publish_errors += 1
+                    raise
                 with store.batch():
                     for prev, stream_id in receipts:
                         self._link(prev, stream_id)
@@ -259,18 +274,7 @@ class Replicator:
     # -- catch-up (Redis) ----------------------------------------------------------------------
 
     async def _catchup_loop(self, stop: asyncio.Event) -> None:
-        delay = 0.1
-        while not stop.is_set():
-            await self._catchup_wake.wait()
-            self._catchup_wake.clear()
-            try:
-                await self.catch_up()
-                delay = 0.1
-            except TransportError as exc:
-                log.debug("catch-up failed, retrying in %.2fs: %s", delay, exc)
-                await _sleep_or_stop(stop, delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
-                self._catchup_wake.set()
+        await self._run_on_wake(stop, self._catchup_wake, self.catch_up, "catch-up")
 
     async def catch_up(self) -> None:
         """Load what this node missed: snapshots if the log no longer reaches back to the cursor,
