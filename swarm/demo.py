@@ -14,7 +14,6 @@ import hashlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from swarm.bridge.policy import PathPolicy
+from swarm.devredis import free_port
 
 ROLES = ("cloud", "local")
 LOOPBACK = "127.0.0.1"
-REDIS_RESERVED_PORT = 6379  # the machine's own Redis: never ours
 MEMORY = "MEMORY.md"
 REDIS_START_S = 10.0
 SIDECAR_READY_S = 60.0
@@ -176,16 +175,6 @@ def entry_problems(entries: Sequence[LoggedEntry], nodes: Mapping[str, Path]) ->
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A free loopback TCP port (never the machine's Redis port)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port = int(sock.getsockname()[1])
-        if port != REDIS_RESERVED_PORT:
-            return port
 
 
 def deploy_dir() -> Path:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from redis_server import RedisServer
+
+from swarm.devredis import RedisServer
 
 
 @pytest.fixture

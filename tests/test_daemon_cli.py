@@ -19,7 +19,8 @@ from daemon_harness import (
     run_cli,
     wait_until,
 )
-from redis_server import RedisServer
+
+from swarm.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from daemon_harness import (
     wait_until_async,
     write_file,
 )
-from redis_server import RedisServer
 
 from swarm.crypto import format_key, generate_key, write_key_file
 from swarm.daemon import Runtime
+from swarm.devredis import RedisServer
 from swarm.transport import codec as reasons
 
 pytestmark = pytest.mark.slow

@@ -18,11 +18,11 @@ import jsonschema
 import pytest
 from daemon_harness import DaemonGroup, daemon_env, run_cli, swarm_command, wait_until
 from pydantic import SecretStr
-from redis_server import RedisServer, free_port
 
 from swarm.config import SwarmSettings
 from swarm.crypto import format_key, generate_key
 from swarm.daemon import transport_for
+from swarm.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc, vector
 from swarm.status import (
     NodeState,

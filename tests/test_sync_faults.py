@@ -29,9 +29,9 @@ from daemon_harness import (
     wait_until_async,
     write_file,
 )
-from redis_server import RedisServer
 
 from swarm.daemon import Runtime
+from swarm.devredis import RedisServer
 from swarm.transport.base import Message
 from swarm.wire import Kind
 

@@ -27,9 +27,9 @@ from daemon_harness import (
     wait_until_async,
     write_file,
 )
-from redis_server import RedisServer
 
 from swarm.daemon import Runtime
+from swarm.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 SEED = "# Memory\n\nLong-term notes of the agent.\n"

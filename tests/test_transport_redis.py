@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis_server import RedisServer
 
+from swarm.devredis import RedisServer
 from swarm.transport.base import Message, TransportError, is_gap_marker
 from swarm.transport.redis_keys import SwarmKeys, SwarmNameError
 from swarm.transport.redis_transport import RedisTransport, next_stream_id, parse_stream_id

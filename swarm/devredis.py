@@ -1,7 +1,7 @@
-"""A private, throwaway redis-server for tests: free loopback port, temp dir, real process.
+"""A private, throwaway redis-server: free loopback port, temp dir, real process.
 
-Tests never use the machine's Redis on 127.0.0.1:6379; each gets its own server so it can stop,
-kill and restart it to prove behaviour across outages.
+For the tests and the benchmarks, which never use the machine's Redis on 127.0.0.1:6379: each gets
+its own server, so it can stop, kill, pause and restart it to prove behaviour across outages.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ class RedisServerError(RuntimeError):
 def redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RedisServerError("redis-server not found on PATH: run scripts/setup.sh")
+        raise RedisServerError(
+            "redis-server not found on PATH: run scripts/setup.sh (or apt-get install redis-server)"
+        )
     return binary
 
 
 def free_port() -> int:
+    """A free loopback TCP port (never the machine's Redis port)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((HOST, 0))
