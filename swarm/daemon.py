@@ -159,7 +159,6 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await replicator.wait_caught_up(_INITIAL_CATCHUP_WAIT)
             await node.reconcile()
             runtime.reconciled.set()
-            node.ready.set()
             log.info("ready: %d files, outbox %d", len(node.docs), runtime.store.outbox_depth())
             await stop.wait()
             log.info("stopping: flushing the outbox (grace %.1fs)", runtime.settings.grace)

@@ -44,6 +44,8 @@ def not_ready_reason(runtime: Runtime) -> str | None:
         return "catching up from Redis"
     if not runtime.reconciled.is_set():
         return "initial reconcile of the memory folder not finished"
+    if runtime.node.deletions_held is not None:
+        return f"deletions held: {runtime.node.deletions_held} (run swarm confirm-deletes)"
     return None if runtime.ready else "not ready"
 
 

@@ -105,10 +105,9 @@ class Node:
         self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
         self._listeners: list[Callable[[], None]] = []
         self._exists: dict[str, bool] = {}
-        self._stats: dict[str, tuple[int, int, int]] = {}
-        self._accepted: dict[str, bool] = {}
-        self._accepted_generation = 0  # what we last read or wrote, per path
-        self.ready = asyncio.Event()
+        self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
+        self._accepted: dict[str, bool] = {}  # policy answers, valid for one policy generation
+        self._accepted_generation = 0
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
 

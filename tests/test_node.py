@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pycrdt
+import pytest
 from node_harness import eventually, running_node, write_atomically
 
+from swarm.memory import MemoryDoc
 from swarm.transport.memory import MemoryBus
 
 
@@ -249,3 +252,34 @@ async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:
         assert not a.root.exists()  # nothing written into the vanished mount point
         a.root.mkdir()  # the volume is back (empty): still held, nothing deleted anywhere
         await eventually(lambda: b.read("MEMORY.md") == "keep me\n- more\n", what="kept")
+
+
+async def test_a_pycrdt_panic_is_contained_and_the_document_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = MemoryBus()
+    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a:
+        write_atomically(a.root / "MEMORY.md", "keep\n")
+        await eventually(lambda: "MEMORY.md" in a.node.docs, what="ingested")
+        peer = MemoryDoc("MEMORY.md")
+        peer.apply(a.node.docs["MEMORY.md"].encode_state())
+        update = peer.write("keep\nfrom a peer\n")
+        assert update is not None
+
+        class PanicException(BaseException):  # what pyo3 raises: not an Exception
+            pass
+
+        real_apply = pycrdt.Doc.apply_update
+
+        def apply_then_panic(self: pycrdt.Doc, data: bytes) -> None:  # type: ignore[type-arg]
+            real_apply(self, data)  # the transaction did its work before the panic...
+            raise PanicException("pyo3 panic in yrs")
+
+        monkeypatch.setattr(pycrdt.Doc, "apply_update", apply_then_panic)
+        assert a.node.apply_remote("MEMORY.md", update) is False
+        monkeypatch.undo()
+        # ...so the half-applied document was replaced by the one in the store.
+        assert a.node.docs["MEMORY.md"].content == "keep\n"
+        assert a.node.counters.rejected == 1
+        assert a.node.apply_remote("MEMORY.md", update) is True  # and the node keeps syncing
+        assert a.node.docs["MEMORY.md"].content == "keep\nfrom a peer\n"
