@@ -438,6 +438,7 @@ class Node:
                     _write_and_stat,
                     file,
                     target,
+                    self._stats.get(path),
                     expected=last if existed else None,
                     expect_missing=not existed,
                     settle=self.options.settle,
@@ -539,7 +540,17 @@ def _looks_mid_write(text: str, last: str) -> bool:
     return len(text) < len(last) and last.startswith(text)
 
 
-def _write_and_stat(file: Path, text: str, **kwargs: Any) -> tuple[int, int, int]:
+def _write_and_stat(
+    file: Path, text: str, known: tuple[int, int, int] | None, **kwargs: Any
+) -> tuple[int, int, int]:
+    """Render, and return the new file's stat. A file whose stat is still the one this node
+    last read or wrote is not being written by anyone: no need to wait for it to go quiet."""
+    try:
+        st = file.stat()
+        if known is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == known:
+            kwargs["settle"] = 0.0
+    except OSError:
+        pass
     write_atomic(file, text, **kwargs)
     st = file.stat()
     return st.st_ino, st.st_size, st.st_mtime_ns
