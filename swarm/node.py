@@ -62,6 +62,7 @@ class NodeOptions:
     # Never leave the node: not ingested, not published, a remote update for them is refused.
     private: tuple[str, ...] = DEFAULT_PRIVATE
     settle: float = 0.02
+    render_interval: float = 0.025  # least time between two renders of one file
     # Mass-delete guard: more than this share of the known files gone in one batch (and at least
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = 0.5
@@ -102,6 +103,7 @@ class Node:
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
+        self._deferred: set[str] = set()  # dirty paths waiting out their render interval
         self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
         self._listeners: list[Callable[[], None]] = []
         self._exists: dict[str, bool] = {}
@@ -400,17 +402,33 @@ class Node:
         self._dirty_event.set()
 
     async def render_loop(self, stop: asyncio.Event) -> None:
+        """Render dirty files. A file rendered less than `render_interval` ago waits out the
+        rest of it, so a burst of updates to one file costs one render, not one per update;
+        a lone update still reaches the disk at once."""
+        loop = asyncio.get_running_loop()
+        last_render: dict[str, float] = {}
         while not stop.is_set():
             await self._dirty_event.wait()
             self._dirty_event.clear()
             while self._dirty:
                 path = self._dirty.pop()
+                wait = last_render.get(path, 0.0) + self.options.render_interval - loop.time()
+                if wait > 0:
+                    if path not in self._deferred:
+                        self._deferred.add(path)
+                        loop.call_later(wait, self._undefer, path)
+                    continue
+                last_render[path] = loop.time()
                 try:
                     await self.render(path)
                 except RenderError as exc:
                     self.counters.render_errors += 1
                     self.counters.last_error = str(exc)
                     log.error("render failed: %s", exc)
+
+    def _undefer(self, path: str) -> None:
+        self._deferred.discard(path)
+        self.mark_dirty(path)
 
     async def render(self, path: str) -> None:
         """Write the merged text of `path` to disk, never over an agent write not yet ingested."""
