@@ -73,8 +73,14 @@ class World:
             path, update = queue[pick]
             if rng.random() < 0.7:  # otherwise keep it queued as a duplicate for later
                 queue.pop(pick)
-            for followup in self.replicas[target].doc(path).apply(update):
-                self.publish(target, path, followup)
+            updates = [update]
+            if rng.random() < 0.15:
+                # a sync reply too: some peer's whole state of the file, old parts included
+                peer = self.replicas[rng.randrange(len(self.replicas))]
+                updates.insert(rng.randrange(2), peer.doc(path).encode_state())
+            for data in updates:
+                for followup in self.replicas[target].doc(path).apply(data):
+                    self.publish(target, path, followup)
             self.replicas[target].render(path)
 
 

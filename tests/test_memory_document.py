@@ -189,3 +189,14 @@ def test_restore_rebuilds_identical_document() -> None:
     restored = MemoryDoc.restore("MEMORY.md", [a.encode_state()])
     assert restored.content == a.content
     assert restored.state_vector_dict() == a.state_vector_dict()
+
+
+def test_stale_append_does_not_revive_a_line_deleted_since() -> None:
+    a, b = pair("keep\nremoved later\n")
+    read_by_agent = a.content
+    b.write("keep\n")  # another node deletes the last line
+    a.apply(b.encode_state())
+    # a's agent appends to what it read before the deletion reached it
+    a.write(read_by_agent + "new\n", bases=[a.content, read_by_agent])
+    exchange(a, b)
+    assert a.content == "keep\nnew\n"

@@ -161,9 +161,16 @@ class MemoryDoc:
                 lambda: self._doc.apply_update(genesis.genesis_update(stored, tail))
             )
         current = self.stored_text
-        if not adopt and not tail and not self.tail and stored.startswith(current):
-            # A pure append, the usual agent write: it keeps every line the document has, so no
-            # base search or diff is needed and nothing can be lost.
+        if (
+            not adopt
+            and not tail
+            and not self.tail
+            and stored.startswith(current)
+            and all(current.startswith(normalize(b)[0]) for b in bases)
+        ):
+            # A pure append onto a history that only grew, the usual agent write: it keeps every
+            # line the document has and no base could explain it better (a stale base would, if
+            # a line had been removed since: then the write must not bring it back).
             added = stored[len(current) :]
             return self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
         current_lines = split_lines(current)
@@ -275,13 +282,16 @@ class MemoryDoc:
             have = self.state_vector_dict()
             waiting: list[tuple[int, int, bytes]] = []
             for client, clock, update in self._held:
-                if have.get(client, 0) > clock:
-                    continue  # already integrated: a duplicate
                 if have.get(client, 0) < clock:
                     waiting.append((client, clock, update))
                     continue
+                known = have.get(client, 0) > clock
+                # Applied even when its operations are known: an update (a full state, say) may
+                # still carry deletions this document lacks; pycrdt skips what it has.
                 self._integrate(update)
                 have = self.state_vector_dict()
+                if known:
+                    continue
                 if have.get(client, 0) > clock:
                     progress = True
                 else:  # waits on another writer's operations
