@@ -200,3 +200,11 @@ def test_stale_append_does_not_revive_a_line_deleted_since() -> None:
     a.write(read_by_agent + "new\n", bases=[a.content, read_by_agent])
     exchange(a, b)
     assert a.content == "keep\nnew\n"
+
+
+def test_writing_a_deleted_file_back_restores_it_whole() -> None:
+    a, _ = pair("- kept for later\n")
+    before = a.content
+    a.delete()
+    assert a.write(before, bases=["", before]) is not None  # `swarm restore`, or an agent
+    assert a.exists and a.content == before

@@ -179,7 +179,10 @@ class MemoryDoc:
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
         else:
-            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in bases]
+            # A write to a deleted file brings it back whole (a restore, or an edit that wins
+            # over a concurrent delete): no older base may explain its lines away.
+            revived = bases if self.exists else []
+            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in revived]
             base = choose_base(stored, [current, *older])
             target = stored if base == current else merge3(base, stored, current)
             target_edits = line_edits(current_lines, split_lines(target))
