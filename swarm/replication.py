@@ -51,6 +51,7 @@ class ReplicationOptions:
     offline_after: float = 5.0  # a node silent this long is offline
     compaction_interval: float = 10.0
     compact_after_entries: int = 10_000  # compact sooner once the log is this long
+    forget_nodes_after: float = 7 * 24 * 3600.0  # a node silent this long has left the swarm
     lease_ttl_ms: int = 15_000
 
 
@@ -485,6 +486,11 @@ class Replicator:
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
         await self.redis.trim_log()
+        forgotten = await self.redis.forget_nodes(int(self.options.forget_nodes_after * 1000))
+        if forgotten:
+            log.info(
+                "forgot nodes silent for %.0f s: %s", self.options.forget_nodes_after, forgotten
+            )
         return True
 
 

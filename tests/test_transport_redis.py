@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -391,6 +392,20 @@ async def test_presence_lists_live_heartbeats_and_forgets_expired_ones(
     assert await b.presence() == {"a": {"files": 3, "digest": "abc"}}
     with pytest.raises(ValueError, match="not JSON"):
         await a.heartbeat({"when": object()}, ttl_s=30)
+
+
+async def test_nodes_silent_for_long_are_forgotten(
+    make_transport: MakeTransport, redis_server: RedisServer
+) -> None:
+    a = await make_transport("a")
+    await a.heartbeat({"files": {}}, ttl_s=5)
+    now_ms, _ = await a.node_records()
+    week_ago = now_ms - 8 * 24 * 3600 * 1000
+    stale = json.dumps({"seen_ms": week_ago, "ttl_ms": 5000, "info": {"files": {}}})
+    redis_server.client().hset(SwarmKeys.for_swarm(SWARM).nodes, "left-last-week", stale)
+    assert {r.node for r in (await a.node_records())[1]} == {"a", "left-last-week"}
+    assert await a.forget_nodes(7 * 24 * 3600 * 1000) == ["left-last-week"]
+    assert {r.node for r in (await a.node_records())[1]} == {"a"}
 
 
 # -- pure helpers --------------------------------------------------------------------------

@@ -728,6 +728,17 @@ class RedisTransport:
                 self._reject(exc)
         return alive
 
+    async def forget_nodes(self, silent_for_ms: int) -> list[str]:
+        """Drop the heartbeats of nodes silent for longer than `silent_for_ms` (nodes that left
+        the swarm for good), so `swarm status` does not list them as offline forever."""
+        now_ms, records = await self.node_records()
+        gone = [r.node for r in records if now_ms - r.seen_ms > silent_for_ms]
+        if gone:
+            with self._failures("forget_nodes"):
+                async with asyncio.timeout(self._op_timeout):
+                    await self._client.hdel(self.keys.nodes, *gone)
+        return gone
+
     async def node_records(self) -> tuple[int, list[NodeRecord]]:
         """The server's time (ms) and every node's last heartbeat, expired ones included;
         undecodable records are counted in `rejected` and skipped."""
