@@ -110,6 +110,7 @@ class Node:
         self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
         self._accepted: dict[str, bool] = {}  # policy answers, valid for one policy generation
         self._accepted_generation = 0
+        self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
 
@@ -142,6 +143,7 @@ class Node:
     def load(self) -> None:
         """Rebuild every document from the store (a crash loses nothing that was committed)."""
         self._exists = self.store.file_states()
+        self._log_grew = set(self.store.paths())  # the first `compact` looks at every log
         for path in self.store.paths():
             self.docs[path] = self._restore(path)
             followups = self.docs[path].settle()
@@ -286,7 +288,7 @@ class Node:
             )
         with self.store.batch():
             if update is not None:
-                self.store.append_update(path, update, local=True)
+                self._append(path, update, local=True)
             self.store.record_version(path, text)
             self._set_existed(path, True)
         self._own_write[path] = text
@@ -316,18 +318,22 @@ class Node:
         with self.store.batch():
             self.store.trash(path, last if last is not None else content)
             if update is not None:
-                self.store.append_update(path, update, local=True)
+                self._append(path, update, local=True)
             self._set_existed(path, False)
         self.counters.deleted += 1
         if update is not None:
             self._notify()
+
+    def _append(self, path: str, update: bytes, *, local: bool) -> None:
+        self.store.append_update(path, update, local=local)
+        self._log_grew.add(path)
 
     def _persist_local(self, path: str, updates: list[bytes]) -> None:
         if not updates:
             return
         with self.store.batch():
             for update in updates:
-                self.store.append_update(path, update, local=True)
+                self._append(path, update, local=True)
         self._notify()
 
     # -- remote changes ------------------------------------------------------------------------
@@ -368,9 +374,9 @@ class Node:
                 self.docs[path] = self._restore(path)
             return 0
         self.counters.apply_seconds.observe(time.perf_counter() - started)
-        self.store.append_update(path, updates[0], local=False)
+        self._append(path, updates[0], local=False)
         for followup in followups:
-            self.store.append_update(path, followup, local=True)
+            self._append(path, followup, local=True)
         if followups:
             self._notify()
         self.counters.remote_applied += count
@@ -389,8 +395,13 @@ class Node:
         return known
 
     def compact(self) -> None:
-        """Fold long update logs into one state, so restarts stay fast and the store small."""
-        for path, doc in self.docs.items():
+        """Fold long update logs into one state, so restarts stay fast and the store small.
+        Only paths whose log grew since the last look are checked."""
+        grown, self._log_grew = self._log_grew, set()
+        for path in grown:
+            doc = self.docs.get(path)
+            if doc is None:
+                continue
             count, size = self.store.log_stats(path)
             if count > _COMPACT_UPDATES or size > _COMPACT_BYTES:
                 self.store.compact_doc(path, doc.encode_state())

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _OUTBOX_BATCH = 256
 _INBOUND_BATCH = 512
+_GAP_GRACE_S = 0.1  # how long a hole in the chain of log ids may last before the log is read
 _READ_BATCH = 2000
 
 
@@ -87,6 +88,7 @@ class Replicator:
         self._outbox_wake = asyncio.Event()
         self._catchup_wake = asyncio.Event()
         self._compact_wake = asyncio.Event()
+        self._gap_check_pending = False
         self._caught_up = asyncio.Event()
         self._peers: dict[str, dict[str, Any]] = {}
         self._behind_rounds: dict[str, int] = {}
@@ -249,6 +251,15 @@ class Replicator:
             moved = True
         if moved:
             self.node.store.set_meta("cursor", self.cursor)
+        if self._links and not self._gap_check_pending:
+            # Our own publish receipts and other nodes' messages arrive in either order, so a
+            # gap is normal for a moment; only one that outlives a short wait means a lost
+            # message, worth a log read.
+            self._gap_check_pending = True
+            asyncio.get_running_loop().call_later(_GAP_GRACE_S, self._check_gap)
+
+    def _check_gap(self) -> None:
+        self._gap_check_pending = False
         if self._links:
             self._catchup_wake.set()
 
