@@ -9,13 +9,15 @@ period, persist, exit 0; a second signal exits at once (every commit is already 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import secrets
 import signal
 import socket
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from swarm.config import DaemonSettings, SwarmSettings
 from swarm.crypto import KeyFileError, codec_from_settings
@@ -46,6 +48,7 @@ class Runtime:
     transport: RedisTransport
     replicator: Replicator
     reconciled: asyncio.Event
+    state_lock: IO[bytes] | None = None
 
     @property
     def ready(self) -> bool:
@@ -102,6 +105,7 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
         raise DaemonError(f"memory folder {root} does not exist or is not a folder")
     if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         raise DaemonError(f"memory folder {root} is not readable and writable by this user")
+    lock = _lock_state_dir(settings.resolved_state_dir)
     store = Store(settings.resolved_state_dir)
     node_id = node_id_for(store, settings.node)
     options = NodeOptions(
@@ -128,7 +132,24 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
             offline_after=settings.offline_after,
         ),
     )
-    return Runtime(settings, node_id, store, node, transport, replicator, asyncio.Event())
+    runtime = Runtime(settings, node_id, store, node, transport, replicator, asyncio.Event())
+    runtime.state_lock = lock
+    return runtime
+
+
+def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """One daemon per state folder: two would both ingest every agent write (doubling it) and
+    race on renders. The lock dies with the process, so a crash never leaves it stale."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(state_dir / "daemon.lock", "wb")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DaemonError(
+            f"another swarm daemon is already using the state folder {state_dir}"
+        ) from None
+    return handle
 
 
 async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
@@ -172,6 +193,8 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await http_server.close()
         await runtime.transport.close()
         runtime.store.close()
+        if runtime.state_lock is not None:
+            runtime.state_lock.close()
         log.info("stopped")
 
 

@@ -125,7 +125,8 @@ def test_garbled_state_db_is_a_one_line_error_and_is_left_unchanged(tmp_path: Pa
     assert result.returncode != 0
     assert_one_line_error(result, "state.db")
     assert (state / "state.db").read_bytes() == garbage
-    assert sorted(p.name for p in state.iterdir()) == ["state.db"]
+    # nothing beside it either (no -wal/-shm, no new database); only the daemon's lock file
+    assert sorted(p.name for p in state.iterdir()) == ["daemon.lock", "state.db"]
 
 
 def test_redis_unreachable_at_start_keeps_running_and_syncs_once_redis_appears(
@@ -213,3 +214,19 @@ def test_second_sigint_during_shutdown_exits_at_once_without_losing_the_outbox(
             "the edit left on the next start",
             explain=group.logs,
         )
+
+
+def test_a_second_daemon_on_the_same_state_folder_is_refused(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with DaemonGroup(tmp_path, redis_server.url) as group:
+        first = group.add("a").start().wait_ready()
+        second = run_cli(
+            "daemon", "--dir", str(first.dir), "--swarm", "team", "--node", "a2",
+            "--redis-url", redis_server.url, "--http", "0",
+            "--state-dir", str(first.state_dir),
+        )  # fmt: skip
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already using the state folder" in lines[0], second.stderr
+        assert first.running  # the first one is untouched
