@@ -191,6 +191,7 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     finally:
         if http_server is not None:
             await http_server.close()
+        await runtime.node.close()
         await runtime.transport.close()
         runtime.store.close()
         if runtime.state_lock is not None:

@@ -111,6 +111,8 @@ class Node:
         self._accepted: dict[str, bool] = {}  # policy answers, valid for one policy generation
         self._accepted_generation = 0
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
+        self._retrying: set[str] = set()  # paths with an ingest retry scheduled
+        self._background: set[asyncio.Task[None]] = set()
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
 
@@ -252,6 +254,8 @@ class Node:
             return
         if result.text is None:
             problem = result.problem or "unreadable"
+            if problem.startswith("still being written"):
+                self._retry_ingest_later(path)  # a busy writer: look again soon, not at rescan
             if self.counters.skipped_files.get(path) != problem:
                 log.warning("not syncing %s: %s", path, problem)
                 self.counters.skipped_files[path] = problem
@@ -262,6 +266,30 @@ class Node:
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
         self._ingest_text(path, result.text)
+
+    async def close(self) -> None:
+        """Cancel retries still scheduled (before the store closes under them)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _retry_ingest_later(self, path: str, delay: float = 0.25) -> None:
+        if path in self._retrying:
+            return
+        self._retrying.add(path)
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            self._retrying.discard(path)
+            try:
+                await self.ingest(path)
+            except Exception as exc:  # reported like any failed ingest; the rescan tries again
+                self.counters.ingest_errors += 1
+                self.counters.last_error = f"{path}: {exc}"
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _read(self, path: str, settle: float) -> ReadResult:
         return await asyncio.to_thread(

@@ -57,6 +57,7 @@ async def running_node(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await node.close()
         store.close()
 
 
