@@ -208,3 +208,24 @@ def test_writing_a_deleted_file_back_restores_it_whole() -> None:
     a.delete()
     assert a.write(before, bases=["", before]) is not None  # `swarm restore`, or an agent
     assert a.exists and a.content == before
+
+
+def test_updates_arriving_out_of_order_with_deletions_all_integrate() -> None:
+    """pycrdt 0.14 loses one of two queued updates with missing dependencies when one carries a
+    delete set (applied raw in the order below it ends with "y\\na\\n"); the document's own causal
+    buffer hands pycrdt each writer's updates in order, so nothing is lost."""
+    source = pycrdt.Doc(client_id=5)
+    text = source.get("text", type=pycrdt.Text)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    text.insert(0, "x\n")
+    text.insert(2, "a\n")
+    text.insert(4, "b\n")
+    with source.transaction():
+        text.insert(0, "y\n")
+        del text[2:4]
+    doc = MemoryDoc("f.md")
+    for index in (0, 2, 3, 1):
+        doc.apply(updates[index])
+    assert doc.stored_text == str(text) == "y\na\nb\n"
+    assert not doc.has_pending
