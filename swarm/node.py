@@ -80,7 +80,6 @@ class NodeCounters:
     rejected: int = 0
     render_errors: int = 0
     ingest_errors: int = 0
-    restored_docs: int = 0
     skipped_files: dict[str, str] = field(default_factory=dict)  # path -> problem
     last_error: str | None = None
     apply_seconds: Histogram = field(default_factory=apply_latency)
@@ -164,7 +163,6 @@ class Node:
                     doc.apply(update)
                 except UpdateError:
                     continue
-        self.counters.restored_docs += 1
         return doc
 
     async def reconcile(self, *, deletions_confirmed: bool = False) -> None:

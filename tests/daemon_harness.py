@@ -39,7 +39,7 @@ class DeadlineError(AssertionError):
 
 
 def wait_until(
-    condition: Callable[[], bool],
+    condition: Callable[[], object],
     what: str,
     timeout: float = CONVERGE_DEADLINE_S,
     explain: Callable[[], str] | None = None,
@@ -47,14 +47,12 @@ def wait_until(
     """Poll `condition` (from a synchronous test) until it holds or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline:
-            detail = f"\n{explain()}" if explain is not None else ""
-            raise DeadlineError(f"{what}: not true after {timeout:.0f} s{detail}")
+        _check_deadline(deadline, what, timeout, explain)
         time.sleep(POLL_S)
 
 
 async def wait_until_async(
-    condition: Callable[[], bool],
+    condition: Callable[[], object],
     what: str,
     timeout: float = CONVERGE_DEADLINE_S,
     explain: Callable[[], str] | None = None,
@@ -62,13 +60,16 @@ async def wait_until_async(
     """Like `wait_until`, but yields to the event loop (in-process daemons keep running)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline:
-            detail = f"\n{explain()}" if explain is not None else ""
-            raise DeadlineError(f"{what}: not true after {timeout:.0f} s{detail}")
+        _check_deadline(deadline, what, timeout, explain)
         await asyncio.sleep(POLL_S)
 
 
-# -- the memory folders ----------------------------------------------------------------------
+def _check_deadline(
+    deadline: float, what: str, timeout: float, explain: Callable[[], str] | None
+) -> None:
+    if time.monotonic() > deadline:
+        detail = f"\n{explain()}" if explain is not None else ""
+        raise DeadlineError(f"{what}: not true after {timeout:.0f} s{detail}")
 
 
 def read_tree(root: Path) -> dict[str, str]:
@@ -423,6 +424,19 @@ class DaemonGroup:
 
 
 # -- daemons in the test's event loop --------------------------------------------------------
+
+
+def assert_late_joiner_gets_everything(
+    group: DaemonGroup, reference: Path, expected: Mapping[str, Iterable[str]], what: str
+) -> None:
+    """A new node, started while no peer runs, builds the reference node's files from Redis."""
+    late = group.add("late").start().wait_ready()
+    wait_until(
+        lambda: read_tree(late.dir) == read_tree(reference),
+        what,
+        explain=lambda: describe([reference, late.dir], expected) + "\n" + late.current_log(),
+    )
+    assert_each_line_once([late.dir], expected)
 
 
 def daemon_settings(

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from daemon_harness import wait_until_async
 
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator
@@ -65,13 +66,7 @@ async def eventually(
     condition: Callable[[], object], *, timeout: float = 10.0, what: str = "condition"
 ) -> None:
     """Poll `condition` until it is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    await wait_until_async(condition, what, timeout)
 
 
 def write_atomically(path: Path, text: str) -> None:

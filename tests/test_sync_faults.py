@@ -18,6 +18,7 @@ from daemon_harness import (
     DaemonGroup,
     InProcessDaemon,
     assert_each_line_once,
+    assert_late_joiner_gets_everything,
     converged,
     daemon_settings,
     describe,
@@ -85,13 +86,9 @@ def test_redis_restart_mid_burst_loses_nothing(
             explain=group.logs,
         )
         assert a.stop() == 0 and b.stop() == 0
-        late = group.add("late").start().wait_ready()
-        wait_until(
-            lambda: read_tree(late.dir) == read_tree(a.dir),
-            "the node joining after the wipe has every file",
-            explain=lambda: describe([a.dir, late.dir], expected) + "\n" + late.current_log(),
+        assert_late_joiner_gets_everything(
+            group, a.dir, expected, "the node joining after the wipe has every file"
         )
-        assert_each_line_once([late.dir], expected)
 
 
 class _DropsOneUpdate(InProcessDaemon):

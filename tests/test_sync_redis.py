@@ -14,6 +14,7 @@ from daemon_harness import (
     DaemonGroup,
     InProcessDaemon,
     assert_each_line_once,
+    assert_late_joiner_gets_everything,
     awaitable_bursts,
     converged,
     daemon_settings,
@@ -138,13 +139,9 @@ def test_new_node_joins_with_no_peer_online_and_gets_everything_from_redis(
         wait_until(lambda: converged([a.dir, b.dir], expected), "a and b converged")
         assert a.stop() == 0 and b.stop() == 0
 
-        late = group.add("late").start().wait_ready()
-        wait_until(
-            lambda: read_tree(late.dir) == read_tree(a.dir),
-            "the late joiner has every file, from Redis alone",
-            explain=lambda: describe([a.dir, late.dir], expected) + "\n" + late.current_log(),
+        assert_late_joiner_gets_everything(
+            group, a.dir, expected, "the late joiner has every file, from Redis alone"
         )
-        assert_each_line_once([late.dir], expected)
 
 
 class _FastCompaction(InProcessDaemon):
