@@ -111,6 +111,7 @@ class Node:
         self._accepted_generation = 0
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
+        self._last: dict[str, str | None] = {}  # path -> newest recorded version
         self._background: set[asyncio.Task[None]] = set()
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
@@ -236,7 +237,7 @@ class Node:
 
     async def _ingest_locked(self, path: str) -> None:
         result = await self._read(path, self.options.settle)
-        last = self.store.last_version(path)
+        last = self._last_version(path)
         if result.text is not None and last and _looks_mid_write(result.text, last):
             # An agent rewriting in place truncates, then writes: under load the gap can outlast
             # the quiet window, and ingesting the truncated file would delete lines everywhere.
@@ -315,7 +316,7 @@ class Node:
         with self.store.batch():
             if update is not None:
                 self._append(path, update, local=True)
-            self.store.record_version(path, text)
+            self._record_version(path, text)
             self._set_existed(path, True)
         self._own_write[path] = text
         self.counters.ingested += 1
@@ -349,6 +350,17 @@ class Node:
         self.counters.deleted += 1
         if update is not None:
             self._notify()
+
+    def _last_version(self, path: str) -> str | None:
+        """What this node last saw on disk for `path` (kept in memory: every ingest and render
+        asks, and reading it back from SQLite each time would cost a file's size per render)."""
+        if path not in self._last:
+            self._last[path] = self.store.last_version(path)
+        return self._last[path]
+
+    def _record_version(self, path: str, text: str) -> None:
+        self.store.record_version(path, text)
+        self._last[path] = text
 
     def _append(self, path: str, update: bytes, *, local: bool) -> None:
         self.store.append_update(path, update, local=local)
@@ -479,7 +491,7 @@ class Node:
     async def _render_once(self, path: str) -> bool:
         doc = self.doc(path)
         target, exists = doc.content, doc.exists
-        last = self.store.last_version(path)
+        last = self._last_version(path)
         existed = self._existed(path)
         file = self.root / path
         if self.deletions_held is not None and not self.root.is_dir():
@@ -499,7 +511,7 @@ class Node:
                     settle=self.options.settle,
                 )
                 with self.store.batch():
-                    self.store.record_version(path, target)
+                    self._record_version(path, target)
                     self._set_existed(path, True)
             else:
                 if not existed:
@@ -517,7 +529,7 @@ class Node:
             # read next (so it must rank after the agent's own write among merge bases).
             self._ingest_text(path, captured.text)
             with self.store.batch():
-                self.store.record_version(path, target)
+                self._record_version(path, target)
                 self._set_existed(path, True)
             return False
         except RenderConflict:
