@@ -85,9 +85,10 @@ def wait_for(condition: Callable[[], bool], deadline_s: float, poll_s: float) ->
     return time.monotonic() - start
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size now (`VmRSS`) or at its peak so far (`VmHWM`)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 

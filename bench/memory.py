@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -50,7 +51,10 @@ def seed_folder(root: Path, files: int, kb: int) -> None:
         (root / f"f{f:03d}.md").write_text(markdown(kb, f), encoding="utf-8")
 
 
-def _rss(server: BenchRedis, size: Size) -> float:
+_REST_S = 3.0
+
+
+def _rss(server: BenchRedis, size: Size) -> tuple[float, float]:
     swarm = f"rss-{uuid.uuid4().hex[:8]}"
     client = server.client()
     with tempfile.TemporaryDirectory(prefix="swarm-bench-rss-") as tmp:
@@ -64,7 +68,11 @@ def _rss(server: BenchRedis, size: Size) -> float:
             if ready is None:
                 check_alive([proc])
                 raise TimeoutError("daemon did not import its files within 120 s")
-            return rss_bytes(proc.pid) / 2**20
+            # At rest: once quiet for a maintenance interval (1 s) the daemon hands the memory
+            # the import freed back; measured 3 s after the import converged.
+            time.sleep(_REST_S)
+            at_rest = rss_bytes(proc.pid)
+            return at_rest / 2**20, rss_bytes(proc.pid, "VmHWM") / 2**20
         finally:
             stop_daemons([proc])
             client.close()
@@ -136,7 +144,7 @@ def _wal_size(db: Path) -> int:
 def run(server: BenchRedis, size: Size, floor: Floor) -> list[Figure]:
     del floor
     files, kb, edits = size.memory_files, size.memory_file_kb, size.memory_edits
-    rss = _rss(server, size)
+    rss, peak = _rss(server, size)
     swarm = f"bytes-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="swarm-bench-bytes-") as tmp:
         root = Path(tmp) / "n0"
@@ -147,7 +155,8 @@ def run(server: BenchRedis, size: Size, floor: Floor) -> list[Figure]:
     scenario = "6 memory"
     return [
         Figure(scenario, f"daemon RSS, {files} files x {kb} KB", "MB", value=rss,
-               target="<=60", met=rss <= 60),
+               target="<=60", met=rss <= 60, note="at rest after the import"),
+        Figure(scenario, "daemon peak RSS during the import", "MB", value=peak),
         Figure(scenario, f"local store per file after {edits:,} edits", "KB",
                value=kept["local"] / files / 1024, note="as the daemon keeps it"),
         Figure(scenario, "state.db + WAL on disk per file", "KB",

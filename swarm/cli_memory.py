@@ -10,8 +10,6 @@ from typing import Any
 
 import click
 from pydantic import BaseModel, ConfigDict
-from rich.console import Console
-from rich.table import Table
 
 from swarm.bridge import RenderConflict, RenderError, write_atomic
 from swarm.config import ConfigError, load_settings
@@ -71,6 +69,9 @@ state_option = click.option("--state-dir", type=click.Path(path_type=Path))
 @state_option
 def history(path: str, dir_: Path | None, state_dir: Path | None) -> None:
     """List what is kept of PATH: deleted versions (restorable) and recent rendered versions."""
+    from rich.console import Console  # only here: the daemon shares this module and not rich
+    from rich.table import Table
+
     settings = _local(dir_, state_dir)
     rel = _clean_path(path)
     with _open_store(settings) as store:
@@ -105,6 +106,7 @@ def history(path: str, dir_: Path | None, state_dir: Path | None) -> None:
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
 def restore(path: str, dir_: Path | None, state_dir: Path | None, index: int, force: bool) -> None:
     """Bring a deleted PATH back; the running daemon syncs it to every node."""
+
     settings = _local(dir_, state_dir)
     rel = _clean_path(path)
     with _open_store(settings) as store:

@@ -34,11 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from swarm.transport import codec as reasons
 from swarm.transport.codec import LOG, Codec, Decoded, PlainCodec, Rejected
 from swarm.wire import MAGIC, MAX_PAYLOAD, MAX_STRING, WIRE_VERSION, Envelope, Kind, WireError
@@ -84,6 +79,10 @@ def key_id(key: bytes) -> bytes:
 
 
 def _hkdf(key: bytes, info: bytes, length: int = 32) -> bytes:
+    # cryptography is imported only by a swarm that has a key: it costs ~9 MB of RSS.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
 
 
@@ -172,6 +171,8 @@ class _SwarmKey:
     """The sub-keys of one swarm key in one swarm."""
 
     def __init__(self, key: bytes, swarm: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
         name = swarm.encode("utf-8")
         self.id = key_id(key)
         self.aead = ChaCha20Poly1305(_hkdf(key, b"swarm v1 aead\x00" + name))
@@ -250,6 +251,8 @@ class SealedCodec:
             raise Rejected(reasons.WRONG_KEY, f"sealed with unknown key {kid.hex()}", sender)
         aad = _aad(context, data[:body_at])
         body = data[body_at:]
+        from cryptography.exceptions import InvalidTag  # loaded already by the key's AEAD
+
         try:
             if flags & ENCRYPTED:
                 inner = subkey.aead.decrypt(nonce, body, aad)

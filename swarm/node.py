@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from swarm.bridge import (
     write_atomic,
 )
 from swarm.bridge.render import AgentWriteCaptured
+from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.store import Store
@@ -99,11 +101,13 @@ class Node:
         )
         self.docs: dict[str, MemoryDoc] = {}
         self.counters = NodeCounters()
+        self._work_seen = 0  # work counters at the last maintenance pass (see _trim_after_burst)
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._deferred: set[str] = set()  # dirty paths waiting out their render interval
-        self._own_write: dict[str, str] = {}  # path -> what the agent itself last wrote
+        # path -> fingerprint of what the agent itself last wrote
+        self._own_write: dict[str, tuple[int, bytes]] = {}
         self._listeners: list[Callable[[], None]] = []
         self._exists: dict[str, bool] = {}
         self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
@@ -316,9 +320,9 @@ class Node:
         with self.store.batch():
             if update is not None:
                 self._append(path, update, local=True)
-            self._record_version(path, text)
+            text = self._record_version(path, text)
             self._set_existed(path, True)
-        self._own_write[path] = text
+        self._own_write[path] = _fingerprint(text)
         self.counters.ingested += 1
         if update is not None:
             self._notify()
@@ -334,7 +338,7 @@ class Node:
         found: list[str] = []
         for version in versions:
             found.append(version)
-            if version == own:
+            if len(version) == own[0] and _fingerprint(version) == own:
                 break
         return found
 
@@ -358,9 +362,17 @@ class Node:
             self._last[path] = self.store.last_version(path)
         return self._last[path]
 
-    def _record_version(self, path: str, text: str) -> None:
+    def _record_version(self, path: str, text: str) -> str:
+        """Returns the copy of `text` kept: the document's own when equal (one copy, not two,
+        of every large file in memory)."""
         self.store.record_version(path, text)
+        doc = self.docs.get(path)
+        if doc is not None:
+            current = doc.content
+            if current == text:
+                text = current
         self._last[path] = text
+        return text
 
     def _append(self, path: str, update: bytes, *, local: bool) -> None:
         self.store.append_update(path, update, local=local)
@@ -588,6 +600,7 @@ class Node:
         self, stop: asyncio.Event, interval: float = 1.0, rescan_every: float = 30.0
     ) -> None:
         next_rescan = time.monotonic() + min(0.5, rescan_every)  # the watcher arms lazily
+        trimmed_at = -1
         while not stop.is_set():
             await _sleep_or_stop(stop, min(interval, max(0.0, next_rescan - time.monotonic())))
             try:
@@ -596,9 +609,34 @@ class Node:
                     await self.rescan()
                     next_rescan = time.monotonic() + rescan_every
                 self.compact()
+                trimmed_at = self._trim_after_burst(trimmed_at)
             except Exception as exc:
                 self.counters.last_error = str(exc)
                 log.exception("maintenance failed")
+
+    def _trim_after_burst(self, trimmed_at: int) -> int:
+        """Once a burst of work (an import, a catch-up) has gone quiet for one maintenance
+        interval, hand the memory it freed back to the OS."""
+        c = self.counters
+        work = c.ingested + c.rendered + c.remote_applied + c.deleted
+        if work == trimmed_at:
+            return work
+        if work == self._work_seen:
+            # At rest no Python copy of any file's text is needed: the documents hold them, the
+            # store holds the last versions, and both are read back when next asked for.
+            self._last.clear()
+            for doc in self.docs.values():
+                doc.drop_caches()
+            self.store.release_memory()
+            release_free_memory()
+            return work
+        self._work_seen = work
+        return trimmed_at
+
+
+def _fingerprint(text: str) -> tuple[int, bytes]:
+    """Identifies a version without keeping a copy of it (the length settles most compares)."""
+    return len(text), hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def _looks_mid_write(text: str, last: str) -> bool:

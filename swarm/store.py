@@ -154,6 +154,10 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
+    def release_memory(self) -> None:
+        """Drop SQLite's page cache (an idle daemon rereads the few pages it next needs)."""
+        self._conn.execute("PRAGMA shrink_memory")
+
     def __enter__(self) -> Store:
         return self
 

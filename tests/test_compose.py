@@ -39,13 +39,24 @@ DOCKERIGNORE = REPO / ".dockerignore"
 APP_ROOT = "/app/"  # where daemon/Dockerfile puts the project inside the image
 
 # The daemon's environment contract (issues 3 and 4); used until swarm.config exists.
-DAEMON_ENV_CONTRACT = frozenset({
-    "SWARM_DIR", "SWARM_NAME", "SWARM_NODE", "SWARM_REDIS_URL", "SWARM_ROLE", "SWARM_STATE_DIR",
-    "SWARM_HTTP", "SWARM_CONFIG", "SWARM_DEBOUNCE_MS", "SWARM_LOG_JSON",
-})
+DAEMON_ENV_CONTRACT = frozenset(
+    {
+        "SWARM_DIR",
+        "SWARM_NAME",
+        "SWARM_NODE",
+        "SWARM_REDIS_URL",
+        "SWARM_ROLE",
+        "SWARM_STATE_DIR",
+        "SWARM_HTTP",
+        "SWARM_CONFIG",
+        "SWARM_DEBOUNCE_MS",
+        "SWARM_LOG_JSON",
+    }
+)
 # `swarm status` flags (issue 4); used until swarm.cli exists.
-STATUS_FLAGS_CONTRACT = frozenset({"--swarm", "--redis-url", "--json", "--files", "--wait",
-                                   "--watch"})
+STATUS_FLAGS_CONTRACT = frozenset(
+    {"--swarm", "--redis-url", "--json", "--files", "--wait", "--watch"}
+)
 SIDECARS = {"cloud-swarm": "cloud", "local-swarm": "local"}  # sidecar -> its agent
 
 
@@ -212,12 +223,16 @@ def load_agent_module() -> ModuleType:
 
 def test_compose_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
     if not SCHEMA_FILE.is_file():
-        pytest.fail(f"Compose Specification schema missing at {SCHEMA_FILE} "
-                    "(see ../shared/schemas/README.md next to the repository)")
+        pytest.fail(
+            f"Compose Specification schema missing at {SCHEMA_FILE} "
+            "(see ../shared/schemas/README.md next to the repository)"
+        )
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     validator = jsonschema.Draft7Validator(schema)
-    errors = [f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
-              for error in validator.iter_errors(compose)]
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
     assert errors == [], "compose.yaml violates the Compose Specification:\n" + "\n".join(errors)
 
 
@@ -237,19 +252,22 @@ def test_every_build_context_and_dockerfile_exists(services: dict[str, dict[str,
     for name, build in built.items():
         context = REPO / (build if isinstance(build, str) else build.get("context", "."))
         assert context.is_dir(), f"{name}: build context {context} missing"
-        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile",
-                                                                           "Dockerfile")
+        dockerfile = (
+            "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        )
         assert (context / dockerfile).resolve() == DOCKERFILE, f"{name}: unexpected Dockerfile"
 
 
-def test_every_file_a_service_runs_exists_in_the_image(
-        services: dict[str, dict[str, Any]]) -> None:
+def test_every_file_a_service_runs_exists_in_the_image(services: dict[str, dict[str, Any]]) -> None:
     in_app = copied_into_app()
     mentioned: list[str] = []
     for name, service in services.items():
         healthcheck = service.get("healthcheck") or {}
-        words = [*argv_of(service.get("entrypoint")), *argv_of(service.get("command")),
-                 *argv_of(healthcheck.get("test"))]
+        words = [
+            *argv_of(service.get("entrypoint")),
+            *argv_of(service.get("command")),
+            *argv_of(healthcheck.get("test")),
+        ]
         for app_path in app_paths(words):
             mentioned.append(app_path)
             assert repo_path(app_path).exists(), f"{name}: {app_path} is not in the repository"
@@ -272,13 +290,18 @@ def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
     check = exec_form(healthchecks[-1].partition("CMD")[2])
     for app_path in app_paths(check):
         assert repo_path(app_path).is_file(), f"HEALTHCHECK runs missing {app_path}"
-    assert any(instruction.startswith("pip install") for instruction
-               in instruction_args(instructions, "RUN")), "the image must install the project"
+    assert any(
+        instruction.startswith("pip install")
+        for instruction in instruction_args(instructions, "RUN")
+    ), "the image must install the project"
 
 
 def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> None:
-    ignored = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for rest in instruction_args(dockerfile_instructions(), "COPY"):
         *sources, _target = exec_form(rest)
         for source in (s for s in sources if not s.startswith("--")):
@@ -290,8 +313,7 @@ def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> N
 # ---------------------------------------------------------------- the daemon's contract
 
 
-def test_every_swarm_variable_is_one_the_daemon_reads(
-        services: dict[str, dict[str, Any]]) -> None:
+def test_every_swarm_variable_is_one_the_daemon_reads(services: dict[str, dict[str, Any]]) -> None:
     known = daemon_env_names()
     used = {key for service in services.values() for key in env_of(service)}
     used |= set(image_env())
@@ -300,7 +322,8 @@ def test_every_swarm_variable_is_one_the_daemon_reads(
 
 
 def test_sidecars_are_fully_configured_and_probe_their_own_port(
-        services: dict[str, dict[str, Any]]) -> None:
+    services: dict[str, dict[str, Any]],
+) -> None:
     for sidecar, role in SIDECARS.items():
         service = services[sidecar]
         assert "entrypoint" not in service, f"{sidecar} must run the image's `swarm daemon`"
@@ -321,26 +344,32 @@ def test_sidecars_are_fully_configured_and_probe_their_own_port(
 
 def test_image_defaults_match_the_daemons_port() -> None:
     env = image_env()
-    exposed = {int(port.split("/")[0]) for rest in
-               instruction_args(dockerfile_instructions(), "EXPOSE") for port in rest.split()}
+    exposed = {
+        int(port.split("/")[0])
+        for rest in instruction_args(dockerfile_instructions(), "EXPOSE")
+        for port in rest.split()
+    }
     assert port_of(env["SWARM_HTTP"]) in exposed
 
 
 def test_agents_share_the_memory_folder_of_their_own_sidecar(
-        services: dict[str, dict[str, Any]]) -> None:
+    services: dict[str, dict[str, Any]],
+) -> None:
     parser = load_agent_module().build_parser()
     volumes_by_role = {}
     for sidecar, role in SIDECARS.items():
         memory_dir = effective_env(services[sidecar])["SWARM_DIR"]
-        sidecar_mounts = {str(v).split(":")[1]: str(v).split(":")[0]
-                          for v in services[sidecar]["volumes"]}
+        sidecar_mounts = {
+            str(v).split(":")[1]: str(v).split(":")[0] for v in services[sidecar]["volumes"]
+        }
         agent = services[role]
         assert argv_of(agent["entrypoint"]) == ["python", "/app/deploy/agent.py"]
         args = parser.parse_args(argv_of(agent["command"]))  # the agent accepts every flag
         assert args.role == role
         agent_mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in agent["volumes"]}
         assert agent_mounts[str(args.dir)] == sidecar_mounts[memory_dir], (
-            f"{role} agent and {sidecar} do not share one memory volume")
+            f"{role} agent and {sidecar} do not share one memory volume"
+        )
         volumes_by_role[role] = sidecar_mounts[memory_dir]
     assert len(set(volumes_by_role.values())) == len(SIDECARS), "the nodes must not share a folder"
 
@@ -369,15 +398,17 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
         assert depends_on(services[sidecar]).get("redis") == "service_healthy"
         assert depends_on(services[agent]).get(sidecar) == "service_healthy"
     status_deps = depends_on(services["status"])
-    assert all(status_deps.get(agent) == "service_completed_successfully"
-               for agent in SIDECARS.values()), "status must judge the swarm after the agents"
+    assert all(
+        status_deps.get(agent) == "service_completed_successfully" for agent in SIDECARS.values()
+    ), "status must judge the swarm after the agents"
     for name, service in services.items():
         for dependency, condition in depends_on(service).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             if condition == "service_healthy":
                 healthcheck = services[dependency].get("healthcheck") or {}
                 assert healthcheck.get("test") and not healthcheck.get("disable"), (
-                    f"{name} waits for {dependency} to be healthy, which has no healthcheck")
+                    f"{name} waits for {dependency} to be healthy, which has no healthcheck"
+                )
 
 
 # ---------------------------------------------------------------- the healthcheck script
@@ -409,13 +440,19 @@ def readiness_server() -> Iterator[tuple[type[_Readiness], int]]:
 
 
 def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "daemon" / "healthcheck.py"), *args],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=30,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "daemon" / "healthcheck.py"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_healthcheck_follows_readyz_on_the_port_of_swarm_http(
-        readiness_server: tuple[type[_Readiness], int]) -> None:
+    readiness_server: tuple[type[_Readiness], int],
+) -> None:
     handler, port = readiness_server
     assert run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"}).returncode == 0
     handler.ready = False

@@ -39,13 +39,36 @@ def seeded(tmp_path: Path, name: str) -> Path:
     return workspace
 
 
-def start_agent(role: str, workspace: Path, log: Path, *, start_at: float,
-                same_line_at: float, entries: int = ENTRIES) -> subprocess.Popen[str]:
+def start_agent(
+    role: str,
+    workspace: Path,
+    log: Path,
+    *,
+    start_at: float,
+    same_line_at: float,
+    entries: int = ENTRIES,
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(AGENT), "--role", role, "--dir", str(workspace), "--entries",
-         str(entries), "--start-at", repr(start_at), "--same-line-at", repr(same_line_at),
-         "--log", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(AGENT),
+            "--role",
+            role,
+            "--dir",
+            str(workspace),
+            "--entries",
+            str(entries),
+            "--start-at",
+            repr(start_at),
+            "--same-line-at",
+            repr(same_line_at),
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
@@ -84,15 +107,18 @@ def both_agents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
     start_at = time.time() + 0.3
     same_line_at = start_at + 0.8
     runs = {role: (seeded(root, role), root / f"{role}.jsonl") for role in ("cloud", "local")}
-    procs = [start_agent(role, ws, log, start_at=start_at, same_line_at=same_line_at)
-             for role, (ws, log) in runs.items()]
+    procs = [
+        start_agent(role, ws, log, start_at=start_at, same_line_at=same_line_at)
+        for role, (ws, log) in runs.items()
+    ]
     for proc in procs:
         finish(proc)
     return runs
 
 
 def test_every_logged_entry_is_written_exactly_once(
-        both_agents: dict[str, tuple[Path, Path]]) -> None:
+    both_agents: dict[str, tuple[Path, Path]],
+) -> None:
     for role, (workspace, log) in both_agents.items():
         entries = read_entry_log(log)
         regular = [entry for entry in entries if not entry.contested]
@@ -102,17 +128,23 @@ def test_every_logged_entry_is_written_exactly_once(
         assert entry_problems(entries, {role: workspace}) == []
         contested = [entry for entry in entries if entry.contested]
         assert len(contested) == 1 and contested[0].token in (workspace / "MEMORY.md").read_text(
-            encoding="utf-8")
+            encoding="utf-8"
+        )
 
 
 def test_files_stay_valid_utf8_markdown_in_the_openclaw_layout(
-        both_agents: dict[str, tuple[Path, Path]]) -> None:
+    both_agents: dict[str, tuple[Path, Path]],
+) -> None:
     for workspace, _ in both_agents.values():
         for path in workspace.rglob("*"):
             if path.is_file():
                 path.read_bytes().decode("utf-8")  # raises on invalid UTF-8
-        assert {p.name for p in workspace.iterdir()} >= {"SOUL.md", "soul.json", "MEMORY.md",
-                                                        "memory"}
+        assert {p.name for p in workspace.iterdir()} >= {
+            "SOUL.md",
+            "soul.json",
+            "MEMORY.md",
+            "memory",
+        }
         assert not [p for p in workspace.rglob("*.tmp")], "temp files left behind"
         memory = (workspace / "MEMORY.md").read_text(encoding="utf-8")
         headings = [line for line in memory.splitlines() if line.startswith("## ")]
@@ -120,7 +152,8 @@ def test_files_stay_valid_utf8_markdown_in_the_openclaw_layout(
 
 
 def test_cloud_agent_records_decisions_and_preferences_in_their_sections(
-        both_agents: dict[str, tuple[Path, Path]]) -> None:
+    both_agents: dict[str, tuple[Path, Path]],
+) -> None:
     workspace, log = both_agents["cloud"]
     memory = (workspace / "MEMORY.md").read_text(encoding="utf-8")
     records = log_records(log)
@@ -133,7 +166,8 @@ def test_cloud_agent_records_decisions_and_preferences_in_their_sections(
 
 
 def test_local_agent_writes_daily_log_topic_file_and_memory(
-        both_agents: dict[str, tuple[Path, Path]]) -> None:
+    both_agents: dict[str, tuple[Path, Path]],
+) -> None:
     workspace, log = both_agents["local"]
     records = log_records(log)
     today = f"memory/{dt.datetime.now(dt.UTC).date().isoformat()}.md"
@@ -144,17 +178,19 @@ def test_local_agent_writes_daily_log_topic_file_and_memory(
     assert daily, "half of the local agent's entries go to the daily log"
     text = (workspace / today).read_text(encoding="utf-8")
     assert text.startswith(f"# {today[7:17]}\n")
-    assert [r["line"] for r in daily] == [line for line in text.splitlines()
-                                          if line.startswith("- [local-")]
+    assert [r["line"] for r in daily] == [
+        line for line in text.splitlines() if line.startswith("- [local-")
+    ]
     notes = [record for record in records if record["kind"] == "memory-note"]
     focus_index = next(i for i, record in enumerate(records) if record["kind"] == "focus")
-    assert [r["kind"] for r in records[focus_index + 1: focus_index + 4]] == ["memory-note"] * 3
+    assert [r["kind"] for r in records[focus_index + 1 : focus_index + 4]] == ["memory-note"] * 3
     memory = (workspace / "MEMORY.md").read_text(encoding="utf-8")
     assert all(section_of(memory, note["line"]) == "Projects" for note in notes)
 
 
 def test_both_agents_change_the_same_line_at_the_same_moment(
-        both_agents: dict[str, tuple[Path, Path]]) -> None:
+    both_agents: dict[str, tuple[Path, Path]],
+) -> None:
     focus = {}
     for role, (workspace, log) in both_agents.items():
         record = next(r for r in log_records(log) if r["kind"] == "focus")
@@ -167,7 +203,8 @@ def test_both_agents_change_the_same_line_at_the_same_moment(
 
 
 def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A peer edit that lands while the cloud agent 'thinks' is overwritten by its old copy:
     exactly the stale write swarm must merge instead of losing the edit."""
     module = load_agent_module()
@@ -177,8 +214,7 @@ def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
 
     def peer_edit_lands(seconds: float) -> None:
         assert seconds == module.STALE_READ_DELAY
-        memory.write_text(memory.read_text(encoding="utf-8") + peer_line + "\n",
-                          encoding="utf-8")
+        memory.write_text(memory.read_text(encoding="utf-8") + peer_line + "\n", encoding="utf-8")
 
     monkeypatch.setattr(module, "time", SimpleNamespace(time=time.time, sleep=peer_edit_lands))
     before = memory.read_text(encoding="utf-8")
@@ -192,9 +228,25 @@ def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
 
 def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(AGENT), "--role", "cloud", "--dir", str(tmp_path / "nope"),
-         "--entries", "3", "--start-at", "0", "--same-line-at", "0"],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+        [
+            sys.executable,
+            str(AGENT),
+            "--role",
+            "cloud",
+            "--dir",
+            str(tmp_path / "nope"),
+            "--entries",
+            "3",
+            "--start-at",
+            "0",
+            "--same-line-at",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("not a directory")
 
@@ -202,13 +254,41 @@ def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None
 def test_agent_reads_a_shared_schedule_file(tmp_path: Path) -> None:
     workspace = seeded(tmp_path, "local")
     schedule = tmp_path / "schedule.json"
-    subprocess.run([sys.executable, str(REPO / "deploy" / "schedule.py"), "--out", str(schedule),
-                    "--lead", "0", "--same-line-after", "0.2"],
-                   check=True, capture_output=True, timeout=RUN_TIMEOUT_S)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "deploy" / "schedule.py"),
+            "--out",
+            str(schedule),
+            "--lead",
+            "0",
+            "--same-line-after",
+            "0.2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     log = tmp_path / "local.jsonl"
-    subprocess.run([sys.executable, str(AGENT), "--role", "local", "--dir", str(workspace),
-                    "--entries", "4", "--schedule", str(schedule), "--log", str(log)],
-                   check=True, capture_output=True, timeout=RUN_TIMEOUT_S)
+    subprocess.run(
+        [
+            sys.executable,
+            str(AGENT),
+            "--role",
+            "local",
+            "--dir",
+            str(workspace),
+            "--entries",
+            "4",
+            "--schedule",
+            str(schedule),
+            "--log",
+            str(log),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     moments = json.loads(schedule.read_text(encoding="utf-8"))
     focus = next(r for r in log_records(log) if r["kind"] == "focus")
     assert focus["at"] >= moments["same_line_at"]
@@ -219,7 +299,8 @@ def test_agent_reads_a_shared_schedule_file(tmp_path: Path) -> None:
 
 
 def test_demo_verifier_accepts_identical_nodes_and_catches_loss_and_duplicates(
-        both_agents: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    both_agents: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
     source, log = both_agents["cloud"]
     nodes = {"cloud": tmp_path / "cloud", "local": tmp_path / "local"}
     for node in nodes.values():
@@ -233,31 +314,45 @@ def test_demo_verifier_accepts_identical_nodes_and_catches_loss_and_duplicates(
     memory = nodes["local"] / "MEMORY.md"
     lines = memory.read_text(encoding="utf-8").splitlines()
     lost = next(entry for entry in entries if not entry.contested)
-    memory.write_text("\n".join(line for line in lines if line != lost.line) + "\n",
-                      encoding="utf-8")
+    memory.write_text(
+        "\n".join(line for line in lines if line != lost.line) + "\n", encoding="utf-8"
+    )
     assert not next(v for v in compare_nodes(nodes) if v.path == "MEMORY.md").identical
-    assert entry_problems(entries, nodes) == [f"local: {lost.token} appears 0 times "
-                                              "(0 as its line in MEMORY.md)"]
+    assert entry_problems(entries, nodes) == [
+        f"local: {lost.token} appears 0 times (0 as its line in MEMORY.md)"
+    ]
 
     memory.write_text("\n".join([*lines, lost.line]) + "\n", encoding="utf-8")
-    assert entry_problems(entries, nodes) == [f"local: {lost.token} appears 2 times "
-                                              "(2 as its line in MEMORY.md)"]
+    assert entry_problems(entries, nodes) == [
+        f"local: {lost.token} appears 2 times (2 as its line in MEMORY.md)"
+    ]
 
 
 def test_demo_without_redis_server_or_url_says_how_to_install(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DemoError, match=r"apt-get install redis-server.*--redis-url"):
-        run_demo(workdir=tmp_path / "demo", redis_url=None, entries=5, swarm="demo",
-                 console=Console(file=None, quiet=True))
+        run_demo(
+            workdir=tmp_path / "demo",
+            redis_url=None,
+            entries=5,
+            swarm="demo",
+            console=Console(file=None, quiet=True),
+        )
     assert not (tmp_path / "demo").exists(), "nothing is created when the demo cannot run"
 
 
 def test_demo_refuses_a_workdir_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "keep.md").write_text("user data\n", encoding="utf-8")
     with pytest.raises(DemoError, match="not an empty folder"):
-        run_demo(workdir=tmp_path, redis_url="redis://127.0.0.1:1/0", entries=5, swarm="demo",
-                 console=Console(quiet=True))
+        run_demo(
+            workdir=tmp_path,
+            redis_url="redis://127.0.0.1:1/0",
+            entries=5,
+            swarm="demo",
+            console=Console(quiet=True),
+        )
     assert (tmp_path / "keep.md").read_text(encoding="utf-8") == "user data\n"
 
 

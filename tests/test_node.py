@@ -15,9 +15,10 @@ from swarm.transport.memory import MemoryBus
 
 async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
     bus = MemoryBus()
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         write_atomically(a.root / "MEMORY.md", "# Memory\n- likes tea\n")
         await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- likes tea\n", what="create")
 
@@ -34,8 +35,10 @@ async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Pa
 
         os.rename(b.root / "memory" / "2026-11-25.md", b.root / "memory" / "people.md")
         await eventually(
-            lambda: a.read("memory/people.md") == "- met Ana\n"
-            and a.read("memory/2026-11-25.md") is None,
+            lambda: (
+                a.read("memory/people.md") == "- met Ana\n"
+                and a.read("memory/2026-11-25.md") is None
+            ),
             what="rename",
         )
 
@@ -47,9 +50,10 @@ async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Pa
 
 async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
     bus = MemoryBus()
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         published_by_b = b.replicator.counters.published
         for i in range(5):
             text = "".join(f"- line {j}\n" for j in range(i + 1))
@@ -65,9 +69,10 @@ async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
 
 async def test_stale_whole_file_rewrite_keeps_the_remote_edit(tmp_path: Path) -> None:
     bus = MemoryBus()
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
         await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
         agent_read = a.read("MEMORY.md")  # the agent on a reads, then thinks for a while...
@@ -79,11 +84,36 @@ async def test_stale_whole_file_rewrite_keeps_the_remote_edit(tmp_path: Path) ->
         await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
 
 
+async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: Path) -> None:
+    """Idle nodes forget their Python copies of file texts (memory); the next stale rewrite must
+    still find its merge base and the agent's own last write, now read back from the store."""
+    bus = MemoryBus()
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
+        write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
+        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
+        agent_read = a.read("MEMORY.md")
+        write_atomically(b.root / "MEMORY.md", "# Memory\n- one\n- from b\n")
+        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- one\n- from b\n", what="b")
+
+        def at_rest() -> bool:
+            return not a.node._last and all(d._text_cache is None for d in a.node.docs.values())
+
+        await eventually(at_rest, what="a at rest")
+        assert agent_read is not None
+        write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
+        want = "# Memory\n- one\n- from b\n- from a\n"
+        await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+
+
 async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -> None:
     bus = MemoryBus()
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         write_atomically(a.root / "MEMORY.md", "Focus: none\n- x\n")
         await eventually(lambda: b.read("MEMORY.md") == "Focus: none\n- x\n", what="seed")
         a.transport.offline = True  # hold a's edit back so both edit the same base
@@ -94,9 +124,11 @@ async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -
         a.transport.offline = False
         a.replicator._outbox_wake.set()
         await eventually(
-            lambda: a.read("MEMORY.md") == b.read("MEMORY.md")
-            and "Focus: cloud launch" in (a.read("MEMORY.md") or "")
-            and "Focus: offline notes" in (a.read("MEMORY.md") or ""),
+            lambda: (
+                a.read("MEMORY.md") == b.read("MEMORY.md")
+                and "Focus: cloud launch" in (a.read("MEMORY.md") or "")
+                and "Focus: offline notes" in (a.read("MEMORY.md") or "")
+            ),
             what="both versions",
         )
         lines = (a.read("MEMORY.md") or "").splitlines()
@@ -105,9 +137,10 @@ async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -
 
 async def test_non_utf8_binary_and_oversize_files_are_left_alone(tmp_path: Path) -> None:
     bus = MemoryBus()
-    async with running_node(
-        bus, "a", tmp_path / "a", tmp_path / "sa", max_bytes=1024
-    ) as a, running_node(bus, "b", tmp_path / "b", tmp_path / "sb", max_bytes=1024) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa", max_bytes=1024) as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb", max_bytes=1024) as b,
+    ):
         (a.root / "latin1.md").write_bytes("caf\xe9\n".encode("latin-1"))
         (a.root / "binary.md").write_bytes(b"\x00\x01\x02")
         (a.root / "huge.md").write_text("x" * 2000, encoding="utf-8")
@@ -139,9 +172,11 @@ async def test_edits_made_while_stopped_are_ingested_on_start(tmp_path: Path) ->
         write_atomically(tmp_path / "a" / "new.md", "- new while stopped\n")
         async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a:
             await eventually(
-                lambda: b.read("MEMORY.md") == "- before\n- while stopped\n"
-                and b.read("new.md") == "- new while stopped\n"
-                and b.read("gone.md") is None,
+                lambda: (
+                    b.read("MEMORY.md") == "- before\n- while stopped\n"
+                    and b.read("new.md") == "- new while stopped\n"
+                    and b.read("gone.md") is None
+                ),
                 what="offline edits",
             )
             assert a.read("gone.md") is None
@@ -201,9 +236,10 @@ async def test_private_paths_never_leave_the_node(tmp_path: Path) -> None:
         return True
 
     bus.accept = record
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         write_atomically(a.root / "memory" / "private" / "diary.md", "secret\n")
         write_atomically(a.root / "health.private.md", "secret\n")
         write_atomically(a.root / "MEMORY.md", "public\n")
@@ -219,9 +255,10 @@ async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
 
     bus = MemoryBus()
     names = [f"memory/topic-{i}.md" for i in range(4)]
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         for name in names:
             write_atomically(a.root / name, f"{name}\n")
         await eventually(lambda: all(b.read(n) == f"{n}\n" for n in names), what="synced")
@@ -239,9 +276,10 @@ async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:
     import shutil
 
     bus = MemoryBus()
-    async with running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a, running_node(
-        bus, "b", tmp_path / "b", tmp_path / "sb"
-    ) as b:
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
+    ):
         write_atomically(a.root / "MEMORY.md", "keep me\n")
         await eventually(lambda: b.read("MEMORY.md") == "keep me\n", what="synced")
         shutil.rmtree(a.root)  # an unmounted volume

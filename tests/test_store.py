@@ -376,3 +376,10 @@ def test_sigkill_loses_nothing_that_returned(state_dir: Path, group: int) -> Non
         logged = sum(store.log_stats(f"doc{i}.md")[0] for i in range(3))
         assert logged == len(present)
         assert len(present) % group == 0
+
+
+def test_release_memory_keeps_every_row(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        store.record_version("MEMORY.md", "- kept\n")
+        store.release_memory()
+        assert store.last_version("MEMORY.md") == "- kept\n"

@@ -422,6 +422,4 @@ def test_stream_id_helpers() -> None:
 def test_every_key_of_a_swarm_shares_one_cluster_hash_tag() -> None:
     keys = SwarmKeys.for_swarm("team-1")
     assert keys.bus == "swarm:{team-1}:bus"
-    assert {k.split(":")[1] for k in (keys.log, keys.snap, keys.lease, keys.nodes)} == {
-        "{team-1}"
-    }
+    assert {k.split(":")[1] for k in (keys.log, keys.snap, keys.lease, keys.nodes)} == {"{team-1}"}

@@ -93,6 +93,10 @@ class MemoryDoc:
             self._text_cache = str(self._text)
         return self._text_cache
 
+    def drop_caches(self) -> None:
+        """Forget the cached text (an idle document needs no Python copy of it)."""
+        self._text_cache = None
+
     @property
     def tail(self) -> str:
         if self._tail_cache is None:
