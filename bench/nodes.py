@@ -1,6 +1,6 @@
 """Running a real node (open_runtime + serve) inside a benchmark process, and timing arrivals.
 
-An edit carries a marker `<worker.seq>`; the receiving node's `apply_remote` is wrapped so the
+An edit carries a marker `<worker.seq>`; the receiving node's `apply_remote_many` is wrapped so the
 moment an update holding a marker has been merged is recorded. Timestamps are CLOCK_MONOTONIC
 nanoseconds, which every process on the machine shares, so sender and receiver times compare.
 """
@@ -91,17 +91,18 @@ class Arrivals:
         self.at: dict[tuple[int, int], int] = {}
 
     def hook(self, node: Node) -> None:
-        original = node.apply_remote
+        original = node.apply_remote_many
         seen = self.at
 
-        def apply_remote(path: str, update: bytes) -> bool:
-            applied = original(path, update)
+        def apply_remote_many(path: str, updates: list[bytes]) -> int:
+            applied = original(path, updates)
             now = time.monotonic_ns()
-            for found in MARKER.finditer(update):
-                seen.setdefault((int(found[1]), int(found[2])), now)
+            for update in updates:
+                for found in MARKER.finditer(update):
+                    seen.setdefault((int(found[1]), int(found[2])), now)
             return applied
 
-        node.apply_remote = apply_remote  # type: ignore[method-assign]
+        node.apply_remote_many = apply_remote_many  # type: ignore[method-assign]
 
 
 def content_digest(node: Node) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ class NodeOptions:
     # Never leave the node: not ingested, not published, a remote update for them is refused.
     private: tuple[str, ...] = DEFAULT_PRIVATE
     settle: float = 0.02
-    render_interval: float = 0.025  # least time between two renders of one file
+    # Least time between two renders of one file: it starts at `render_interval` and doubles,
+    # up to `render_interval_max`, while updates keep arriving faster than that.
+    render_interval: float = 0.025
+    render_interval_max: float = 0.2
     # Mass-delete guard: more than this share of the known files gone in one batch (and at least
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = 0.5
@@ -403,14 +407,12 @@ class Node:
             self.counters.rejected += len(updates)
             log.warning("dropping update for a path this node does not sync: %r", path)
             return 0
-        if len(updates) > 1:
+        count = len(updates)
+        if count > 1:
             try:
                 updates = [pycrdt.merge_updates(*updates)]
             except Exception:  # one of them is malformed: apply one by one, keep the good ones
                 return sum(self.apply_remote_many(path, [update]) for update in updates)
-            count = len(updates)
-        else:
-            count = 1
         doc = self.doc(path)
         revision = doc.revision
         started = time.perf_counter()
@@ -463,22 +465,34 @@ class Node:
         self._dirty_event.set()
 
     async def render_loop(self, stop: asyncio.Event) -> None:
-        """Render dirty files. A file rendered less than `render_interval` ago waits out the
-        rest of it, so a burst of updates to one file costs one render, not one per update;
-        a lone update still reaches the disk at once."""
+        """Render dirty files. A file rendered less than its render interval ago waits out the
+        rest of it, so a burst of updates to one file costs one render, not one per update; a
+        lone update still reaches the disk at once. The interval doubles while a file stays
+        that busy (a render costs a write, two fsyncs and a rename) and falls back once the
+        file has been quiet for a few intervals."""
         loop = asyncio.get_running_loop()
+        base, most = self.options.render_interval, self.options.render_interval_max
         last_render: dict[str, float] = {}
+        interval: dict[str, float] = {}
+        busy: set[str] = set()
         while not stop.is_set():
             await self._dirty_event.wait()
             self._dirty_event.clear()
             while self._dirty:
                 path = self._dirty.pop()
-                wait = last_render.get(path, 0.0) + self.options.render_interval - loop.time()
-                if wait > 0:
+                gap = interval.get(path, base)
+                since = loop.time() - last_render.get(path, -math.inf)
+                if since < gap:
                     if path not in self._deferred:
                         self._deferred.add(path)
-                        loop.call_later(wait, self._undefer, path)
+                        loop.call_later(gap - since, self._undefer, path)
+                    busy.add(path)
                     continue
+                if path in busy:  # it had to wait: wait longer next time
+                    busy.discard(path)
+                    interval[path] = min(most, gap * 2)
+                elif since > 4 * gap:
+                    interval.pop(path, None)
                 last_render[path] = loop.time()
                 try:
                     await self.render(path)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.memory import MemoryDoc, vector
+from swarm.memory.batching import coalesce
 from swarm.node import Node
 from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
 from swarm.transport.redis_client import ReconnectBackoff
@@ -168,23 +169,21 @@ class Replicator:
 
     async def _flush_outbox(self) -> None:
         """Publish the outbox oldest first, a batch per round trip, acking each batch in one
-        commit. Entries are dropped only once Redis has them."""
+        commit; the updates a batch holds for one path go out merged, as one message. Entries
+        are dropped only once Redis has them."""
         store = self.node.store
         while True:
             entries = store.outbox(limit=_OUTBOX_BATCH)
             if not entries:
                 return
             sendable = []
-            for entry in entries:
-                env = Envelope(
-                    self.options.swarm, entry.path, self.options.node_id, Kind.UPDATE, entry.update
-                )
-                if len(entry.update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
-                    log.error(
-                        "cannot publish an update of %s: %d bytes", entry.path, len(entry.update)
-                    )
+            for path, update in coalesce(((e.path, e.update) for e in entries), MAX_PAYLOAD):
+                if len(update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
+                    log.error("cannot publish an update of %s: %d bytes", path, len(update))
                     continue
-                sendable.append(env)
+                sendable.append(
+                    Envelope(self.options.swarm, path, self.options.node_id, Kind.UPDATE, update)
+                )
             if self.redis is not None:
                 try:
                     receipts = await self.redis.publish_many(sendable) if sendable else []
@@ -222,19 +221,23 @@ class Replicator:
             burst = [message]
             if self.redis is not None:
                 burst += self.redis.ready_messages(_INBOUND_BATCH)
-            with self.node.store.batch():  # one commit for a burst of messages
+            # One commit for a burst, and per path one merged apply of all its updates.
+            updates: dict[str, list[bytes]] = {}
+            with self.node.store.batch():
                 for item in burst:
                     if is_gap_marker(item):
                         self._catchup_wake.set()
                     else:
-                        self._receive(item)
+                        self._receive(item, updates)
+                for path, payloads in updates.items():
+                    self.node.apply_remote_many(path, payloads)
 
-    def _receive(self, message: Message) -> None:
+    def _receive(self, message: Message, updates: dict[str, list[bytes]]) -> None:
         env = message.envelope
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload)
+            updates.setdefault(env.path, []).append(env.payload)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:

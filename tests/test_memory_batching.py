@@ -1,0 +1,61 @@
+"""Property: merging a burst of updates per path (what the outbox publishes) never changes what a
+receiver ends up with, and keeps every merged update within the size limit."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.memory import MemoryDoc
+from swarm.memory.batching import coalesce
+
+PATHS = ("MEMORY.md", "memory/notes.md", "SOUL.md")
+
+edits = st.lists(
+    st.tuples(
+        st.sampled_from(PATHS),
+        st.sampled_from(("append", "replace", "delete")),
+        st.text(alphabet="ab 😀é\n", max_size=12),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _write(doc: MemoryDoc, how: str, text: str) -> bytes | None:
+    lines = doc.content.splitlines(keepends=True)
+    if how == "append" or not lines:
+        return doc.write(doc.content + text + "\n")
+    if how == "replace":
+        lines[len(text) % len(lines)] = text + "\n"
+    else:
+        del lines[len(text) % len(lines)]
+    return doc.write("".join(lines))
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits, st.integers(min_value=1, max_value=400))
+def test_coalesced_updates_give_the_same_documents(script: list, limit: int) -> None:
+    source = {path: MemoryDoc(path) for path in PATHS}
+    updates: list[tuple[str, bytes]] = []
+    for path, how, text in script:
+        update = _write(source[path], how, text)
+        if update is not None:
+            updates.append((path, update))
+
+    merged = coalesce(updates, limit)
+
+    by_path = {path: [u for p, u in updates if p == path] for path in PATHS}
+    for path, update in merged:
+        if len(update) > limit:  # only an update that alone was already too big
+            assert update in by_path[path]
+    assert len(merged) <= len(updates)
+    one_by_one = {path: MemoryDoc(path) for path in PATHS}
+    for path, update in updates:
+        one_by_one[path].apply(update)
+    receiver = {path: MemoryDoc(path) for path in PATHS}
+    for path, update in merged:
+        receiver[path].apply(update)
+    for path in PATHS:
+        assert receiver[path].content == one_by_one[path].content == source[path].content
+        assert receiver[path].state_vector_dict() == source[path].state_vector_dict()
