@@ -50,12 +50,16 @@ def stop_daemons(procs: Iterable[subprocess.Popen[bytes]]) -> None:
 
 
 def presence(client: redis.Redis, swarm: str) -> dict[str, dict[str, Any]]:
-    """node -> its last heartbeat info."""
-    raw = client.hgetall(SwarmKeys.for_swarm(swarm).nodes)
+    """node -> its last heartbeat info, per-file facts (stored apart) under `files`."""
+    keys = SwarmKeys.for_swarm(swarm)
+    raw = client.hgetall(keys.nodes)
+    files = client.hgetall(keys.files)
     out: dict[str, dict[str, Any]] = {}
     for node, record in raw.items():
-        name = node.decode() if isinstance(node, bytes) else str(node)
-        out[name] = json.loads(record)["info"]
+        info = json.loads(record)["info"]
+        if node in files:
+            info["files"] = json.loads(files[node])["files"]
+        out[node.decode() if isinstance(node, bytes) else str(node)] = info
     return out
 
 

@@ -69,6 +69,7 @@ class NodeOptions:
     # up to `render_interval_max`, while updates keep arriving faster than that.
     render_interval: float = 0.025
     render_interval_max: float = 0.2
+    render_concurrency: int = 8  # files rendered at once
     # Mass-delete guard: more than this share of the known files gone in one batch (and at least
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = 0.5
@@ -468,38 +469,59 @@ class Node:
         """Render dirty files. A file rendered less than its render interval ago waits out the
         rest of it, so a burst of updates to one file costs one render, not one per update; a
         lone update still reaches the disk at once. The interval doubles while a file stays
-        that busy (a render costs a write, two fsyncs and a rename) and falls back once the
-        file has been quiet for a few intervals."""
+        that busy and falls back once the file has been quiet for a few intervals.
+
+        Up to `render_concurrency` files render at once: a render waits mostly on its fsync,
+        and the file system commits concurrent fsyncs together (a burst touching 100 files
+        otherwise waits for 100 journal commits in a row)."""
         loop = asyncio.get_running_loop()
         base, most = self.options.render_interval, self.options.render_interval_max
         last_render: dict[str, float] = {}
         interval: dict[str, float] = {}
         busy: set[str] = set()
-        while not stop.is_set():
-            await self._dirty_event.wait()
-            self._dirty_event.clear()
-            while self._dirty:
-                path = self._dirty.pop()
-                gap = interval.get(path, base)
-                since = loop.time() - last_render.get(path, -math.inf)
-                if since < gap:
-                    if path not in self._deferred:
-                        self._deferred.add(path)
-                        loop.call_later(gap - since, self._undefer, path)
-                    busy.add(path)
-                    continue
-                if path in busy:  # it had to wait: wait longer next time
-                    busy.discard(path)
-                    interval[path] = min(most, gap * 2)
-                elif since > 4 * gap:
-                    interval.pop(path, None)
-                last_render[path] = loop.time()
-                try:
-                    await self.render(path)
-                except RenderError as exc:
-                    self.counters.render_errors += 1
-                    self.counters.last_error = str(exc)
-                    log.error("render failed: %s", exc)
+        slots = asyncio.Semaphore(self.options.render_concurrency)
+        rendering: set[str] = set()
+        async with asyncio.TaskGroup() as group:
+            while not stop.is_set():
+                await self._dirty_event.wait()
+                self._dirty_event.clear()
+                while self._dirty:
+                    path = self._dirty.pop()
+                    if path in rendering:
+                        continue  # looked at again when that render ends (see _render_in_slot)
+                    gap = interval.get(path, base)
+                    since = loop.time() - last_render.get(path, -math.inf)
+                    if since < gap:
+                        if path not in self._deferred:
+                            self._deferred.add(path)
+                            loop.call_later(gap - since, self._undefer, path)
+                        busy.add(path)
+                        continue
+                    if path in busy:  # it had to wait: wait longer next time
+                        busy.discard(path)
+                        interval[path] = min(most, gap * 2)
+                    elif since > 4 * gap:
+                        interval.pop(path, None)
+                    await slots.acquire()
+                    last_render[path] = loop.time()
+                    rendering.add(path)
+                    group.create_task(self._render_in_slot(path, slots, rendering))
+
+    async def _render_in_slot(
+        self, path: str, slots: asyncio.Semaphore, rendering: set[str]
+    ) -> None:
+        revision = self.doc(path).revision
+        try:
+            await self.render(path)
+        except RenderError as exc:
+            self.counters.render_errors += 1
+            self.counters.last_error = str(exc)
+            log.error("render failed: %s", exc)
+        finally:
+            rendering.discard(path)
+            slots.release()
+            if path in self._dirty or self.doc(path).revision != revision:
+                self.mark_dirty(path)  # changed while it rendered: the loop skipped it
 
     def _undefer(self, path: str) -> None:
         self._deferred.discard(path)

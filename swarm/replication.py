@@ -92,6 +92,8 @@ class Replicator:
         self._gap_check_pending = False
         self._caught_up = asyncio.Event()
         self._peers: dict[str, dict[str, Any]] = {}
+        # (path, revision) of every document -> their facts and digest (see _all_file_facts)
+        self._all_facts: tuple[list[tuple[str, int]], dict[str, dict[str, Any]], str] | None = None
         self._behind_rounds: dict[str, int] = {}
         self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
         self._facts: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (revision, facts)
@@ -373,7 +375,7 @@ class Replicator:
     def presence_info(self) -> dict[str, Any]:
         """What this node tells the swarm about itself: enough for `swarm status` to decide
         convergence from state vectors and to show why a node lags."""
-        files = {path: self._file_facts(path, doc) for path, doc in self.node.docs.items()}
+        files, digest = self._all_file_facts()
         return {
             "role": self.options.role,
             "host": self.host,
@@ -386,9 +388,21 @@ class Replicator:
             "last_error": self.node.counters.last_error,
             "skipped": dict(self.node.counters.skipped_files),
             "deletions_held": self.node.deletions_held,
-            "files_digest": _files_digest(files),
+            "files_digest": digest,
             "files": files,
         }
+
+    def _all_file_facts(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """Every file's facts and their digest; the same objects while no document changed (the
+        transport then skips re-sending them, and nothing is re-encoded)."""
+        signature = [(path, doc.revision) for path, doc in self.node.docs.items()]
+        cached = self._all_facts
+        if cached is not None and cached[0] == signature:
+            return cached[1], cached[2]
+        files = {path: self._file_facts(path, doc) for path, doc in self.node.docs.items()}
+        digest = _files_digest(files)
+        self._all_facts = (signature, files, digest)
+        return files, digest
 
     def _file_facts(self, path: str, doc: MemoryDoc) -> dict[str, Any]:
         """Per-file heartbeat facts, recomputed only when the document changed (a heartbeat of
@@ -431,15 +445,17 @@ class Replicator:
         online = {node: info for node, info in peers.items() if node != self.options.node_id}
         self._peers = online
         # Peers holding exactly our state vectors need no per-file comparison: the usual case.
-        mine = _files_digest(
-            {path: self._file_facts(path, doc) for path, doc in self.node.docs.items()}
-        )
+        facts, mine = self._all_file_facts()
         differing = {n: i for n, i in online.items() if i.get("files_digest") != mine}
+        if differing:  # only now read their per-file facts: the summaries alone say "same"
+            files = await self.redis.files_of(sorted(differing))
+            differing = {n: {**i, "files": files.get(n, {})} for n, i in differing.items()}
         total_lag = 0
         behind: dict[str, int] = {
             path: 0 for path, doc in self.node.docs.items() if doc.has_pending
         }
-        for path, want in _union_by_path(differing).items():
+        digests = {path: f["digest"] for path, f in facts.items()}
+        for path, want in _union_by_path(differing, digests).items():
             doc = self.node.docs.get(path)
             have = doc.state_vector_dict() if doc is not None else {}
             lag = vector.missing(have, want)
@@ -518,11 +534,17 @@ def _files_digest(files: dict[str, dict[str, Any]]) -> str:
     return hashlib.blake2b(joined.encode(), digest_size=12).hexdigest()
 
 
-def _union_by_path(peers: dict[str, dict[str, Any]]) -> dict[str, vector.StateVector]:
+def _union_by_path(
+    peers: dict[str, dict[str, Any]], mine: dict[str, str]
+) -> dict[str, vector.StateVector]:
+    """Per path, the union of the peers' state vectors; a file whose digest equals our own
+    (`mine`: path -> digest) is skipped without decoding its vector."""
     union: dict[str, vector.StateVector] = {}
     for info in peers.values():
         files = info.get("files") or {}
         for path, facts in files.items():
+            if isinstance(facts, dict) and facts.get("digest") == mine.get(path, ""):
+                continue
             try:
                 sv = vector.decode(base64.b64decode(facts["sv"]))
             except (KeyError, ValueError, TypeError):

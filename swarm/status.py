@@ -365,7 +365,7 @@ async def fetch_view(settings: SwarmSettings) -> SwarmView:
     try:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                now_ms, records = await transport.node_records()
+                now_ms, records = await transport.node_records_with_files()
         except TimeoutError:
             raise StatusError(f"Redis did not answer within {CONNECT_TIMEOUT_S:.0f} s") from None
         snapshots = await transport.snapshots()

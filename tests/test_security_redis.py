@@ -143,13 +143,18 @@ async def test_redis_holds_no_memory_text_nor_file_names(
         nodes_key = runtime_of(cloud).transport.keys.nodes
         await wait_until_async(lambda: client.hlen(nodes_key) == 2, "both heartbeats")
         # The sealed presence still tells a keyed reader (swarm status) what it needs.
-        await wait_until_async(
-            lambda: (
-                set(runtime_of(cloud).replicator._peers.get("local", {}).get("files", {}))
-                == set(FILE_NAMES)
-            ),
-            "cloud reads local's sealed presence, file names included",
-        )
+        transport = runtime_of(cloud).transport
+
+        async def local_files() -> set[str]:
+            return set((await transport.files_of(["local"])).get("local", {}))
+
+        names: set[str] = set()
+        for _ in range(100):  # polled with a deadline: local imports, then heartbeats
+            names = await local_files()
+            if names == set(FILE_NAMES):
+                break
+            await asyncio.sleep(0.05)
+        assert names == set(FILE_NAMES), "cloud reads local's sealed file facts, names included"
         stored = everything_in(client)
     snapshot_key = runtime_of(cloud).transport.keys.snap
     assert client.hlen(snapshot_key) == len(FILE_NAMES)  # snapshots were there to inspect

@@ -394,6 +394,38 @@ async def test_presence_lists_live_heartbeats_and_forgets_expired_ones(
         await a.heartbeat({"when": object()}, ttl_s=30)
 
 
+async def test_per_file_facts_are_stored_apart_and_rewritten_only_when_needed(
+    make_transport: MakeTransport, redis_server: RedisServer
+) -> None:
+    """Every node reads every summary each beat, so per-file facts live apart from them; they
+    are rewritten when they change or when Redis lost them (a restart without persistence)."""
+    a, b = await make_transport("a"), await make_transport("b")
+    files_key = SwarmKeys.for_swarm(SWARM).files
+    client = redis_server.client()
+    facts = {"MEMORY.md": {"digest": "d1"}}
+    await a.heartbeat({"files_digest": "x", "files": facts}, ttl_s=30)
+    assert await b.presence() == {"a": {"files_digest": "x"}}
+    assert await b.files_of(["a", "nobody"]) == {"a": facts}
+    _, records = await b.node_records_with_files()
+    assert [(r.node, r.info) for r in records] == [("a", {"files_digest": "x", "files": facts})]
+
+    client.hset(files_key, "a", json.dumps({"files": {"MEMORY.md": {"digest": "marked"}}}))
+    await a.heartbeat({"files_digest": "x", "files": facts}, ttl_s=30)  # unchanged: not resent
+    assert (await b.files_of(["a"]))["a"] == {"MEMORY.md": {"digest": "marked"}}
+    changed = {"MEMORY.md": {"digest": "d2"}}
+    await a.heartbeat({"files_digest": "y", "files": changed}, ttl_s=30)
+    assert await b.files_of(["a"]) == {"a": changed}
+
+    client.delete(files_key)  # Redis lost them: the next beat notices, the one after resends
+    await a.heartbeat({"files_digest": "y", "files": changed}, ttl_s=30)
+    await a.heartbeat({"files_digest": "y", "files": changed}, ttl_s=30)
+    assert await b.files_of(["a"]) == {"a": changed}
+
+    client.hset(files_key, "a", b"not json")
+    assert await b.files_of(["a"]) == {}
+    assert b.rejected
+
+
 async def test_nodes_silent_for_long_are_forgotten(
     make_transport: MakeTransport, redis_server: RedisServer
 ) -> None:
@@ -404,7 +436,10 @@ async def test_nodes_silent_for_long_are_forgotten(
     stale = json.dumps({"seen_ms": week_ago, "ttl_ms": 5000, "info": {"files": {}}})
     redis_server.client().hset(SwarmKeys.for_swarm(SWARM).nodes, "left-last-week", stale)
     assert {r.node for r in (await a.node_records())[1]} == {"a", "left-last-week"}
+    files_key = SwarmKeys.for_swarm(SWARM).files
+    redis_server.client().hset(files_key, "left-last-week", json.dumps({"files": {}}))
     assert await a.forget_nodes(7 * 24 * 3600 * 1000) == ["left-last-week"]
+    assert redis_server.client().hkeys(files_key) == [b"a"]
     assert {r.node for r in (await a.node_records())[1]} == {"a"}
 
 

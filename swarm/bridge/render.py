@@ -98,7 +98,13 @@ def write_atomic(
         raise _render_error("cannot write", path, exc) from exc
     finally:
         _discard(tmp)
-    _fsync_dir(parent)
+    if seen.read.missing:
+        # A new name must survive a power cut: a file the store says exists but the disk lacks
+        # would read as the agent deleting it. A replaced file needs no directory fsync (half
+        # of a render's cost under load): a lost rename leaves the previous version, which the
+        # store keeps as a merge base, so the next start reads it as a stale write that changes
+        # nothing and renders again.
+        _fsync_dir(parent)
 
 
 def _inspect_swapped_out(path: Path, swapped: Path, expected: str | None) -> None:

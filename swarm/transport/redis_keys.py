@@ -27,7 +27,8 @@ class SwarmKeys:
     log: str  # stream; field `e` holds the encoded envelope
     snap: str  # hash: path -> covered stream id + " " + state
     lease: str  # string: node id holding the compaction lease (PX ttl)
-    nodes: str  # hash: node id -> JSON heartbeat
+    nodes: str  # hash: node id -> JSON heartbeat (summary: small, read by every node each beat)
+    files: str  # hash: node id -> JSON per-file facts of its heartbeat (read only when they differ)
     epoch: str  # string: random value set once; missing means Redis lost the swarm's data
 
     @classmethod
@@ -39,5 +40,6 @@ class SwarmKeys:
             snap=f"{prefix}:snap",
             lease=f"{prefix}:lease",
             nodes=f"{prefix}:nodes",
+            files=f"{prefix}:files",
             epoch=f"{prefix}:epoch",
         )

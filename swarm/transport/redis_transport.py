@@ -128,13 +128,22 @@ return 1
 """
 
 # Stamped with the server's clock so presence does not depend on the nodes' clocks agreeing.
+# KEYS: nodes, files. ARGV: node, summary JSON, ttl ms, per-file facts JSON ('' = unchanged).
+# Returns whether the node's per-file facts are stored (a Redis that lost its data has none).
 _HEARTBEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+end
 redis.call('HSET', KEYS[1], ARGV[1],
   '{"seen_ms":' .. now .. ',"ttl_ms":' .. ARGV[3] .. ',"info":' .. ARGV[2] .. '}')
-return now
+return redis.call('HEXISTS', KEYS[2], ARGV[1])
 """
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def parse_stream_id(value: str | bytes) -> tuple[int, int]:
@@ -245,6 +254,9 @@ class RedisTransport:
         self._release_script = self._client.register_script(_RELEASE_LEASE_LUA)
         self._snapshot_script = self._client.register_script(_PUT_SNAPSHOT_LUA)
         self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
+        self._files_sent: str | None = None  # per-file facts as last stored in Redis
+        self._files_obj: object = None  # the facts object last encoded, and its encoding
+        self._files_json: str | None = None
         self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=queue_size)
         self._connected = False
@@ -688,45 +700,64 @@ class RedisTransport:
         return snapshot is not None and parse_stream_id(entry_id) <= snapshot
 
     async def heartbeat(self, info: dict[str, Any], ttl_s: float) -> None:
-        """Announce this node for `ttl_s` seconds (stamped with the Redis server's clock)."""
+        """Announce this node for `ttl_s` seconds (stamped with the Redis server's clock).
+
+        A `files` mapping (per-file facts) is stored apart from the summary, and only when it
+        changed: every node reads every summary each beat, per-file facts only of a peer whose
+        summary digest differs from its own."""
         if ttl_s <= 0:
             raise ValueError(f"heartbeat ttl must be positive, got {ttl_s} s")
+        files = info.get("files")
+        if isinstance(files, dict):
+            info = {key: value for key, value in info.items() if key != "files"}
         try:
-            info_json = json.dumps(
-                self.codec.seal_info(self.node, info), separators=(",", ":"), allow_nan=False
-            )
+            info_json = _json(self.codec.seal_info(self.node, info))
+            if not isinstance(files, dict):
+                files_json = ""
+            elif files is self._files_obj and self._files_json is not None:
+                files_json = self._files_json  # the very same facts as last time: not re-encoded
+            else:
+                files_json = _json(self.codec.seal_info(self.node, {"files": files}))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"heartbeat info is not JSON: {exc}") from None
+        self._files_obj, self._files_json = files, files_json
+        send = files_json if files_json != self._files_sent else ""
         with self._failures("heartbeat"):
             async with asyncio.timeout(self._op_timeout):
-                await self._heartbeat_script(
-                    keys=[self.keys.nodes], args=[self.node, info_json, int(ttl_s * 1000)]
+                stored = await self._heartbeat_script(
+                    keys=[self.keys.nodes, self.keys.files],
+                    args=[self.node, info_json, int(ttl_s * 1000), send],
                 )
+        self._files_sent = files_json if stored else None  # lost by Redis: send them again
 
     async def presence(self) -> dict[str, dict[str, Any]]:
-        """node -> the info of its last heartbeat, for nodes whose heartbeat has not expired."""
-        with self._failures("presence"):
+        """node -> the summary of its last heartbeat, for nodes whose heartbeat has not expired
+        (per-file facts: `files_of`)."""
+        now_ms, records = await self.node_records(what="presence")
+        return {r.node: r.info for r in records if r.seen_ms + r.ttl_ms >= now_ms}
+
+    async def files_of(self, nodes: list[str]) -> dict[str, dict[str, Any]]:
+        """node -> the per-file facts of its last heartbeat (nodes without any are left out)."""
+        if not nodes:
+            return {}
+        with self._failures("files_of"):
             async with asyncio.timeout(self._op_timeout):
-                seconds, micros = await self._client.time()
-                records = await self._client.hgetall(self.keys.nodes)
-        now_ms = seconds * 1000 + micros // 1000
-        alive: dict[str, dict[str, Any]] = {}
-        for raw_node, raw in records.items():
-            try:
-                record = json.loads(raw)
-                expires = int(record["seen_ms"]) + int(record["ttl_ms"])
-                info = record["info"]
-                node = _as_bytes(raw_node).decode("utf-8")
-            except (ValueError, KeyError, TypeError):
-                self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable heartbeat"))
-                continue
-            if expires < now_ms:
+                raw = await self._client.hmget(self.keys.files, nodes)
+        found: dict[str, dict[str, Any]] = {}
+        for node, value in zip(nodes, raw, strict=True):
+            if value is None:
                 continue
             try:
-                alive[node] = self.codec.open_info(node, info)
+                files = self.codec.open_info(node, json.loads(value)).get("files")
             except Rejected as exc:
                 self._reject(exc)
-        return alive
+                continue
+            except (ValueError, TypeError):
+                self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable file facts"))
+                continue
+            if isinstance(files, dict):
+                found[node] = files
+        return found
 
     async def forget_nodes(self, silent_for_ms: int) -> list[str]:
         """Drop the heartbeats of nodes silent for longer than `silent_for_ms` (nodes that left
@@ -737,12 +768,13 @@ class RedisTransport:
             with self._failures("forget_nodes"):
                 async with asyncio.timeout(self._op_timeout):
                     await self._client.hdel(self.keys.nodes, *gone)
+                    await self._client.hdel(self.keys.files, *gone)
         return gone
 
-    async def node_records(self) -> tuple[int, list[NodeRecord]]:
-        """The server's time (ms) and every node's last heartbeat, expired ones included;
-        undecodable records are counted in `rejected` and skipped."""
-        with self._failures("node_records"):
+    async def node_records(self, *, what: str = "node_records") -> tuple[int, list[NodeRecord]]:
+        """The server's time (ms) and every node's last heartbeat summary, expired ones
+        included; undecodable records are counted in `rejected` and skipped."""
+        with self._failures(what):
             async with asyncio.timeout(self._op_timeout):
                 seconds, micros = await self._client.time()
                 raw_records = await self._client.hgetall(self.keys.nodes)
@@ -760,3 +792,13 @@ class RedisTransport:
             except (ValueError, KeyError, TypeError):
                 self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable heartbeat"))
         return int(seconds) * 1000 + int(micros) // 1000, sorted(records, key=lambda r: r.node)
+
+    async def node_records_with_files(self) -> tuple[int, list[NodeRecord]]:
+        """`node_records` with each summary's per-file facts put back under `files` (what
+        `swarm status` shows)."""
+        now_ms, records = await self.node_records()
+        files = await self.files_of([r.node for r in records])
+        for record in records:
+            if record.node in files:
+                record.info["files"] = files[record.node]
+        return now_ms, records
