@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +31,7 @@ from swarm.transport.redis_transport import RedisTransport
 
 log = logging.getLogger("swarm.daemon")
 
+_SWITCH_INTERVAL_S = 0.0005
 _INITIAL_CATCHUP_WAIT = 3.0
 
 
@@ -155,6 +157,9 @@ def _lock_state_dir(state_dir: Path) -> IO[bytes]:
 async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     """Run every loop of the sidecar until `stop` is set, then shut down gracefully."""
     node, replicator = runtime.node, runtime.replicator
+    # Renders and file reads run in worker threads; with Python's default 5 ms GIL switch
+    # interval a message arriving meanwhile could wait that long for the event loop.
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     await runtime.transport.start()
     http_server: Any = None
     if runtime.settings.http_address is not None:

@@ -645,6 +645,7 @@ class Node:
                     await self.rescan()
                     next_rescan = time.monotonic() + rescan_every
                 self.compact()
+                await asyncio.to_thread(self.store.checkpoint)
                 trimmed_at = self._trim_after_burst(trimmed_at)
             except Exception as exc:
                 self.counters.last_error = str(exc)

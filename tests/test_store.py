@@ -383,3 +383,19 @@ def test_release_memory_keeps_every_row(tmp_path: Path) -> None:
         store.record_version("MEMORY.md", "- kept\n")
         store.release_memory()
         assert store.last_version("MEMORY.md") == "- kept\n"
+
+
+def test_checkpoint_from_another_thread_moves_the_wal_into_the_database(tmp_path: Path) -> None:
+    import threading
+
+    with Store(tmp_path) as store:
+        for i in range(50):
+            store.append_update("MEMORY.md", bytes([i]) * 200, local=True)
+        db = tmp_path / "state.db"
+        before = db.stat().st_size
+        worker = threading.Thread(target=store.checkpoint)
+        worker.start()
+        worker.join()
+        assert db.stat().st_size > before  # the pages left the WAL for the database file
+        store.append_update("MEMORY.md", b"after", local=True)  # the writer goes on
+        assert len(store.load_doc("MEMORY.md")) == 51
