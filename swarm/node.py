@@ -106,6 +106,8 @@ class Node:
         )
         self.docs: dict[str, MemoryDoc] = {}
         self.counters = NodeCounters()
+        self._render_hold_until = 0.0  # loop time; see hold_renders
+        self._renders_released = asyncio.Event()
         self._work_seen = 0  # work counters at the last maintenance pass (see _trim_after_burst)
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
@@ -484,6 +486,10 @@ class Node:
         async with asyncio.TaskGroup() as group:
             while not stop.is_set():
                 await self._dirty_event.wait()
+                held = self._render_hold_until - loop.time()
+                if held > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._renders_released.wait(), held)
                 self._dirty_event.clear()
                 while self._dirty:
                     path = self._dirty.pop()
@@ -506,6 +512,20 @@ class Node:
                     last_render[path] = loop.time()
                     rendering.add(path)
                     group.create_task(self._render_in_slot(path, slots, rendering))
+
+    def hold_renders(self, seconds: float) -> None:
+        """Keep files from being rendered for up to `seconds` (or until `release_renders`): a
+        catch-up merges its pages one after the other, and each file needs writing only once."""
+        self._render_hold_until = asyncio.get_running_loop().time() + seconds
+        self._renders_released.clear()
+
+    @property
+    def renders_held(self) -> bool:
+        return self._render_hold_until > asyncio.get_running_loop().time()
+
+    def release_renders(self) -> None:
+        self._render_hold_until = 0.0
+        self._renders_released.set()
 
     async def _render_in_slot(
         self, path: str, slots: asyncio.Semaphore, rendering: set[str]

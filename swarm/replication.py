@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 _OUTBOX_BATCH = 256
 _INBOUND_BATCH = 512
 _GAP_GRACE_S = 0.1  # how long a hole in the chain of log ids may last before the log is read
-_READ_BATCH = 2000
+_READ_BATCH = 10_000
+_RENDER_HOLD_S = 3.0  # longest a catch-up keeps files from being rendered in one go
 
 
 @dataclass
@@ -333,19 +334,12 @@ class Replicator:
                 if _stream_key(scanned) > _stream_key(self.cursor):
                     self.cursor = scanned
                 break
-            by_path: dict[str, list[bytes]] = {}
-            for message in messages:
-                env = message.envelope
-                if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
-                    by_path.setdefault(env.path, []).append(env.payload)
-                assert message.stream_id is not None
-                after = message.stream_id
-            with store.batch():
-                for path, updates in by_path.items():
-                    self.node.apply_remote_many(path, updates)
-                if _stream_key(after) > _stream_key(self.cursor):
-                    self.cursor = after
-                    store.set_meta("cursor", after)
+            after = messages[-1].stream_id or after
+            if len(messages) >= _READ_BATCH and not self.node.renders_held:
+                # More pages follow: rewriting every file after each page costs more than
+                # merging it, so files are written once at the end (or every few seconds).
+                self.node.hold_renders(_RENDER_HOLD_S)
+            self._merge_log_page(messages, after)
         self._links = {
             p: i for p, i in self._links.items() if _stream_key(i) > _stream_key(self.cursor)
         }
@@ -356,9 +350,24 @@ class Replicator:
             store.set_meta("epoch", epoch)
         if reseed:
             await self._reseed()
+        self.node.release_renders()
         self.counters.catchups += 1
         self.counters.catchup_seconds.append(time.perf_counter() - started)
         self._caught_up.set()
+
+    def _merge_log_page(self, messages: list[Message], last: str) -> None:
+        """One commit per page, and per path one merged apply of all its updates."""
+        by_path: dict[str, list[bytes]] = {}
+        for message in messages:
+            env = message.envelope
+            if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+                by_path.setdefault(env.path, []).append(env.payload)
+        with self.node.store.batch():
+            for path, updates in by_path.items():
+                self.node.apply_remote_many(path, updates)
+            if _stream_key(last) > _stream_key(self.cursor):
+                self.cursor = last
+                self.node.store.set_meta("cursor", last)
 
     async def _reseed(self) -> None:
         """Publish every document's full state so the log again holds the whole history."""

@@ -21,10 +21,9 @@ from enum import IntEnum
 
 WIRE_VERSION = 1
 MAGIC = b"SW"
-# Files are capped at 4 MiB by the bridge, so an update or a full state never needs more; the cap
-# bounds what a hostile publisher can make a node allocate.
 # A file is capped at 4 MiB; its first import also records the content once in the document's
-# meta map, so an update can reach twice that. Redis cuts pub/sub clients at 32 MB.
+# meta map, so an update can reach twice that. The cap bounds what a hostile publisher can make a
+# node allocate; Redis cuts pub/sub clients at 32 MB.
 MAX_PAYLOAD = 12 * 1024 * 1024
 MAX_STRING = 0xFFFF
 
@@ -43,7 +42,7 @@ class WireError(ValueError):
     """An envelope that cannot be encoded or decoded; the message is one line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     swarm: str
     path: str
@@ -86,34 +85,30 @@ def encode(env: Envelope) -> bytes:
     )
 
 
-class _Reader:
-    """A cursor over the envelope bytes that turns every shortfall into a WireError."""
+def _need(data: bytes, pos: int, n: int, what: str) -> int:
+    """The offset after `n` bytes at `pos`; a WireError if the envelope ends before."""
+    end = pos + n
+    if end > len(data):
+        raise WireError(f"truncated envelope: {what} needs {n} bytes at offset {pos}")
+    return end
 
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
 
-    def take(self, n: int, what: str) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise WireError(f"truncated envelope: {what} needs {n} bytes at offset {self.pos}")
-        chunk = bytes(self.data[self.pos : end])
-        self.pos = end
-        return chunk
-
-    def string(self, what: str) -> str:
-        (length,) = _U16.unpack(self.take(_U16.size, f"{what} length"))
-        raw = self.take(length, what)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise WireError(f"{what} is not valid UTF-8") from None
+def _string(data: bytes, pos: int, what: str) -> tuple[str, int]:
+    start = _need(data, pos, _U16.size, f"{what} length")
+    end = _need(data, start, _U16.unpack_from(data, pos)[0], what)
+    try:
+        return data[start:end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise WireError(f"{what} is not valid UTF-8") from None
 
 
 def decode(data: bytes, *, swarm: str | None = None) -> Envelope:
-    """Parse one envelope; with `swarm`, also refuse envelopes addressed to another swarm."""
-    reader = _Reader(data)
-    magic, version, kind_code, flags = _HEAD.unpack(reader.take(_HEAD.size, "header"))
+    """Parse one envelope; with `swarm`, also refuse envelopes addressed to another swarm.
+
+    Offsets into the one buffer, no intermediate copies: a catch-up decodes every log entry."""
+    data = bytes(data)
+    pos = _need(data, 0, _HEAD.size, "header")
+    magic, version, kind_code, flags = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise WireError(f"not a swarm envelope (magic {magic!r})")
     if version != WIRE_VERSION:
@@ -124,15 +119,16 @@ def decode(data: bytes, *, swarm: str | None = None) -> Envelope:
         raise WireError(f"unknown envelope kind {kind_code}") from None
     if flags != 0:
         raise WireError(f"unsupported envelope flags 0x{flags:02x}")
-    env_swarm = reader.string("swarm")
+    env_swarm, pos = _string(data, pos, "swarm")
     if swarm is not None and env_swarm != swarm:
         raise WireError(f"envelope is for swarm {env_swarm!r}, not {swarm!r}")
-    path = reader.string("path")
-    sender = reader.string("sender")
-    (payload_len,) = _U32.unpack(reader.take(_U32.size, "payload length"))
+    path, pos = _string(data, pos, "path")
+    sender, pos = _string(data, pos, "sender")
+    start = _need(data, pos, _U32.size, "payload length")
+    (payload_len,) = _U32.unpack_from(data, pos)
     if payload_len > MAX_PAYLOAD:
         raise WireError(f"payload is {payload_len} bytes, the limit is {MAX_PAYLOAD}")
-    payload = reader.take(payload_len, "payload")
-    if reader.pos != len(reader.data):
-        raise WireError(f"{len(reader.data) - reader.pos} trailing bytes after the envelope")
-    return Envelope(swarm=env_swarm, path=path, sender=sender, kind=kind, payload=payload)
+    end = _need(data, start, payload_len, "payload")
+    if end != len(data):
+        raise WireError(f"{len(data) - end} trailing bytes after the envelope")
+    return Envelope(swarm=env_swarm, path=path, sender=sender, kind=kind, payload=data[start:end])

@@ -31,6 +31,9 @@ from daemon_harness import (
 
 from swarm.daemon import Runtime
 from swarm.devredis import RedisServer
+from swarm.memory import MemoryDoc
+from swarm.transport.redis_transport import RedisTransport
+from swarm.wire import Envelope, Kind
 
 pytestmark = pytest.mark.slow
 SEED = "# Memory\n\nLong-term notes of the agent.\n"
@@ -242,3 +245,40 @@ def test_two_swarms_on_one_redis_stay_isolated(tmp_path: Path, redis_server: Red
         for folder in (a1.dir, a2.dir):
             everything = "\n".join(read_tree(folder).values())
             assert not any(line in everything for lines in beta_lines.values() for line in lines)
+
+
+async def test_late_joiner_merges_a_log_of_many_pages_and_renders_every_file(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """More log than one catch-up page: files are held back while pages merge (each would be
+    rewritten once per page otherwise) and every one is on disk, complete, at the end."""
+    publisher = RedisTransport(redis_server.url, "team", "gone")
+    expected: dict[str, str] = {}
+    try:
+        envelopes = []
+        for f in range(3):
+            path = f"memory/topic-{f}.md"
+            doc = MemoryDoc(path)
+            for i in range(4_000):  # 12,000 entries: more than one page of the catch-up
+                update = doc.write(doc.content + f"- fact {f}.{i}\n")
+                assert update is not None
+                envelopes.append(Envelope("team", path, "gone", Kind.UPDATE, update))
+            expected[path] = doc.content
+        for start in range(0, len(envelopes), 500):
+            await publisher.publish_many(envelopes[start : start + 500])
+    finally:
+        await publisher.close()
+
+    folder = tmp_path / "late" / "mem"
+    async with InProcessDaemon(
+        daemon_settings(folder, tmp_path / "late" / "state", "late", redis_server.url)
+    ) as late:
+        assert late.runtime is not None
+        node = late.runtime.node
+        await wait_until_async(
+            lambda: read_tree(folder) == expected,
+            "every file of the long log on disk",
+            explain=lambda: str({p: len(t) for p, t in read_tree(folder).items()}),
+        )
+        assert not node.renders_held
+        assert node.counters.remote_applied >= 12_000
