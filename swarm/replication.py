@@ -95,7 +95,11 @@ class Replicator:
         self._peers: dict[str, dict[str, Any]] = {}
         # (path, revision) of every document -> their facts and digest (see _all_file_facts)
         self._all_facts: tuple[list[tuple[str, int]], dict[str, dict[str, Any]], str] | None = None
-        self._behind_rounds: dict[str, int] = {}
+        # Anti-entropy's view one round ago: the log's last id, and per file behind then, the
+        # union of the peers' state vectors (see _anti_entropy).
+        self._log_last_seen: str | None = None
+        self._gap_cursor = "0-0"  # the cursor when a hole in the chain of ids was noticed
+        self._wanted: dict[str, vector.StateVector] = {}
         self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
         self._facts: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (revision, facts)
         self.started_at = time.time()
@@ -223,6 +227,9 @@ class Replicator:
                 return
             burst = [message]
             if self.redis is not None:
+                # One turn of the loop lets the reader parse what else has already arrived, so
+                # a busy channel is applied in bursts (one commit, one merge per path).
+                await asyncio.sleep(0)
                 burst += self.redis.ready_messages(_INBOUND_BATCH)
             # One commit for a burst, and per path one merged apply of all its updates.
             updates: dict[str, list[bytes]] = {}
@@ -261,13 +268,25 @@ class Replicator:
             # Our own publish receipts and other nodes' messages arrive in either order, so a
             # gap is normal for a moment; only one that outlives a short wait means a lost
             # message, worth a log read.
-            self._gap_check_pending = True
-            asyncio.get_running_loop().call_later(_GAP_GRACE_S, self._check_gap)
+            self._arm_gap_check()
+
+    def _arm_gap_check(self) -> None:
+        self._gap_check_pending = True
+        self._gap_cursor = self.cursor
+        asyncio.get_running_loop().call_later(_GAP_GRACE_S, self._check_gap)
 
     def _check_gap(self) -> None:
+        """A lost message stops the cursor; one merely still queued here (a busy node) does
+        not, or will move it once handled: only a cursor stuck with nothing queued means a
+        log read."""
         self._gap_check_pending = False
-        if self._links:
-            self._catchup_wake.set()
+        if not self._links:
+            return
+        backlog = self.redis.backlog if self.redis is not None else 0
+        if self.cursor != self._gap_cursor or backlog:
+            self._arm_gap_check()
+            return
+        self._catchup_wake.set()
 
     def _answer_sync_request(self, env: Envelope) -> None:
         """A peer says it lacks something in `env.path`: publish what it lacks, if we have it."""
@@ -442,14 +461,18 @@ class Replicator:
             await _sleep_or_stop(stop, interval)
 
     async def _anti_entropy(self) -> None:
-        """Repair what pub/sub lost: a log that moved past the cursor is read; a file on which
-        an online peer stays ahead for two rounds (or that waits on missing operations) is
-        asked for."""
+        """Repair what pub/sub lost. Only what was already known one round ago counts: under
+        load the log and the peers are always a little ahead (messages in flight), and acting
+        on that would read the log and request every busy file each round. So the log is read
+        when the cursor has not reached the log's end of the previous round, and a file is
+        asked for when this node still lacks operations its peers had a round ago (or when it
+        waited on missing operations for two rounds)."""
         assert self.redis is not None
         info = await self.redis.log_info()
-        last = info.get("last_id")
-        if last and _stream_key(last) > _stream_key(self.cursor):
+        last, seen_last = info.get("last_id"), self._log_last_seen
+        if seen_last and _stream_key(seen_last) > _stream_key(self.cursor):
             self._catchup_wake.set()
+        self._log_last_seen = last
         peers = await self.redis.presence()
         online = {node: info for node, info in peers.items() if node != self.options.node_id}
         self._peers = online
@@ -463,6 +486,7 @@ class Replicator:
         behind: dict[str, int] = {
             path: 0 for path, doc in self.node.docs.items() if doc.has_pending
         }
+        wanted: dict[str, vector.StateVector] = {path: {} for path in behind}
         digests = {path: f["digest"] for path, f in facts.items()}
         for path, want in _union_by_path(differing, digests).items():
             doc = self.node.docs.get(path)
@@ -470,22 +494,22 @@ class Replicator:
             lag = vector.missing(have, want)
             if lag or (doc is not None and doc.has_pending):
                 behind[path] = lag
+                wanted[path] = want
             total_lag += lag
         self.counters.lag = total_lag
         self.counters.behind = behind
-        for path in list(self._behind_rounds):
-            if path not in behind:
-                del self._behind_rounds[path]
+        previous, self._wanted = self._wanted, wanted
         for path in behind:
-            rounds = self._behind_rounds.get(path, 0) + 1
-            self._behind_rounds[path] = rounds
-            if rounds >= 2:
-                doc = self.node.docs.get(path)
-                sv = doc.state_vector() if doc is not None else vector.encode({})
-                self.counters.sync_requests += 1
-                await self._publish(
-                    Envelope(self.options.swarm, path, self.options.node_id, Kind.HELLO, sv)
-                )
+            doc = self.node.docs.get(path)
+            have = doc.state_vector_dict() if doc is not None else {}
+            stuck = doc is not None and doc.has_pending and path in previous
+            if not stuck and vector.missing(have, previous.get(path, {})) == 0:
+                continue
+            sv = doc.state_vector() if doc is not None else vector.encode({})
+            self.counters.sync_requests += 1
+            await self._publish(
+                Envelope(self.options.swarm, path, self.options.node_id, Kind.HELLO, sv)
+            )
 
     # -- compaction (Redis) --------------------------------------------------------------------
 

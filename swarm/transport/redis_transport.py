@@ -523,6 +523,11 @@ class RedisTransport:
             pipe.evalsha(sha, 1, self.keys.log, data, self.keys.bus)
         return list(await pipe.execute())
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken by the consumer."""
+        return self._queue.qsize()
+
     def ready_messages(self, limit: int) -> list[Message]:
         """Messages already received, without waiting: lets the consumer apply a burst in one
         store commit. The end-of-stream marker is left in place for `messages()`."""
