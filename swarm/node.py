@@ -53,6 +53,8 @@ DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
 CONFIRM_DELETES_FILE = "confirm-deletes"
 _SUSPICIOUS_SETTLE = 0.5  # quiet time demanded of a read that looks like a write in progress
 
+_BUSY_CHANGES = 1  # more changes than this between two renders of a file: its interval grows
+
 
 @dataclass
 class NodeOptions:
@@ -106,6 +108,7 @@ class Node:
         )
         self.docs: dict[str, MemoryDoc] = {}
         self.counters = NodeCounters()
+        self._changes: dict[str, int] = {}  # path -> times marked dirty since its last render
         self._render_hold_until = 0.0  # loop time; see hold_renders
         self._renders_released = asyncio.Event()
         self._work_seen = 0  # work counters at the last maintenance pass (see _trim_after_burst)
@@ -465,6 +468,7 @@ class Node:
 
     def mark_dirty(self, path: str) -> None:
         self._dirty.add(path)
+        self._changes[path] = self._changes.get(path, 0) + 1
         self._dirty_event.set()
 
     async def render_loop(self, stop: asyncio.Event) -> None:
@@ -480,7 +484,6 @@ class Node:
         base, most = self.options.render_interval, self.options.render_interval_max
         last_render: dict[str, float] = {}
         interval: dict[str, float] = {}
-        busy: set[str] = set()
         slots = asyncio.Semaphore(self.options.render_concurrency)
         rendering: set[str] = set()
         async with asyncio.TaskGroup() as group:
@@ -501,12 +504,12 @@ class Node:
                         if path not in self._deferred:
                             self._deferred.add(path)
                             loop.call_later(gap - since, self._undefer, path)
-                        busy.add(path)
                         continue
-                    if path in busy:  # it had to wait: wait longer next time
-                        busy.discard(path)
+                    # Several changes since the last render: a busy file, render it less often.
+                    # One (an agent writing, then reading the merge): back to the shortest wait.
+                    if self._changes.pop(path, 0) > _BUSY_CHANGES:
                         interval[path] = min(most, gap * 2)
-                    elif since > 4 * gap:
+                    else:
                         interval.pop(path, None)
                     await slots.acquire()
                     last_render[path] = loop.time()
@@ -541,11 +544,16 @@ class Node:
             rendering.discard(path)
             slots.release()
             if path in self._dirty or self.doc(path).revision != revision:
-                self.mark_dirty(path)  # changed while it rendered: the loop skipped it
+                self._requeue(path)  # changed while it rendered: the loop skipped it
 
     def _undefer(self, path: str) -> None:
         self._deferred.discard(path)
-        self.mark_dirty(path)
+        self._requeue(path)
+
+    def _requeue(self, path: str) -> None:
+        """Back into the render queue without counting as a change (see render_loop)."""
+        self._dirty.add(path)
+        self._dirty_event.set()
 
     async def render(self, path: str) -> None:
         """Write the merged text of `path` to disk, never over an agent write not yet ingested."""

@@ -69,7 +69,8 @@ CREATE TABLE trash (
 CREATE INDEX trash_by_path ON trash (path, seq);
 """
 
-_AUTOCHECKPOINT_PAGES = 20_000  # ~80 MB of WAL
+_AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
+_WAL_KEPT_BYTES = 4 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -125,6 +126,7 @@ class Store:
             # Checkpoints fsync: `checkpoint()` runs them off the event loop; this is only the
             # backstop should that stop happening.
             conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")  # shrink after bursts
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA.split(";"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -106,6 +107,22 @@ async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: P
         write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
         want = "# Memory\n- one\n- from b\n- from a\n"
         await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+
+
+async def test_a_busy_file_is_rendered_far_less_often_than_it_changes(tmp_path: Path) -> None:
+    """Each render costs a write and an fsync: a file changing all the time is rendered at a
+    growing interval (25 ms doubling to 200 ms), not once per change or every 25 ms."""
+    bus = MemoryBus()
+    async with running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b:
+        source = MemoryDoc("MEMORY.md")
+        for i in range(100):
+            update = source.write(source.content + f"- fact {i}\n")
+            assert update is not None
+            with b.node.store.batch():
+                b.node.apply_remote("MEMORY.md", update)
+            await asyncio.sleep(0.005)  # pacing the changes over time, not waiting for anything
+        await eventually(lambda: b.read("MEMORY.md") == source.content, what="all on disk")
+        assert b.node.counters.rendered <= 15
 
 
 async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -> None:
