@@ -229,3 +229,23 @@ def test_updates_arriving_out_of_order_with_deletions_all_integrate() -> None:
         doc.apply(updates[index])
     assert doc.stored_text == str(text) == "y\na\nb\n"
     assert not doc.has_pending
+
+
+def test_revision_follows_every_change_the_state_vector_included() -> None:
+    """Status digests and renders are cached per revision: an update that changes only the
+    state vector (operations already deleted) must bump it, a duplicate must not."""
+    source = MemoryDoc("MEMORY.md")
+    first = source.write("- seed\n")
+    added = source.write("- seed\n- gone again\n")
+    removed = source.write("- seed\n")
+    assert first and added and removed
+    doc = MemoryDoc("MEMORY.md")
+    doc.apply(first)
+    seen = doc.revision
+    doc.apply(pycrdt.merge_updates(added, removed))  # text unchanged, state vector grows
+    assert doc.content == "- seed\n"
+    assert doc.revision > seen
+    assert doc.state_vector_dict() == source.state_vector_dict()
+    seen = doc.revision
+    doc.apply(first)  # nothing new
+    assert doc.revision == seen

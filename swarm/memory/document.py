@@ -68,10 +68,16 @@ class MemoryDoc:
         # after): cached here, dropped by the transaction observer whenever the document changes.
         self._text_cache: str | None = None
         self._tail_cache: str | None = None
+        self._exists_cache: bool | None = None
         self._meta_changed = True  # genesis records may need resolving
         self._vector_cache: vector.StateVector | None = None
-        self.revision = 0  # bumped by every transaction: "did it change?" without reading the text
-        self._doc.observe(self._on_transaction)
+        # Bumped by every change (text, meta or state vector): "did it change?" without reading
+        # the text. Kept by cheap per-type observers: a document-wide observer would make
+        # pycrdt encode every transaction as an update (~100 µs per remote apply), so one is
+        # attached only while a local change is being captured.
+        self.revision = 0
+        self._changed = False
+        self._text.observe(self._on_text)
         self._meta.observe(self._on_meta)
         self._resolved_geneses: frozenset[int] = frozenset()
         self._held: list[tuple[int, int, bytes]] = []  # (client, first clock, update)
@@ -93,6 +99,12 @@ class MemoryDoc:
             self._text_cache = str(self._text)
         return self._text_cache
 
+    @property
+    def _exists_flag(self) -> bool:
+        if self._exists_cache is None:
+            self._exists_cache = self._meta.get(EXISTS_KEY, True) is not False
+        return self._exists_cache
+
     def drop_caches(self) -> None:
         """Forget the cached text (an idle document needs no Python copy of it)."""
         self._text_cache = None
@@ -113,7 +125,7 @@ class MemoryDoc:
     def exists(self) -> bool:
         """A deleted file is one whose text is empty and whose exists flag is down: an edit made
         concurrently with the deletion leaves text behind, and then the edit wins."""
-        return bool(self.stored_text) or self._meta.get(EXISTS_KEY, True) is not False
+        return bool(self.stored_text) or self._exists_flag
 
     @property
     def is_empty(self) -> bool:
@@ -228,7 +240,7 @@ class MemoryDoc:
         self, edit_text: Callable[[], object], *, tail: str | None, revive: bool = True
     ) -> bytes | None:
         """One transaction: the text edit plus the meta facts it implies (tail, exists)."""
-        exists_now = self._meta.get(EXISTS_KEY, True) is not False
+        exists_now = self._exists_flag
 
         def change() -> None:
             with self._doc.transaction():
@@ -243,25 +255,40 @@ class MemoryDoc:
         return self._capture(change)
 
     def _capture(self, change: Callable[[], object]) -> bytes | None:
+        """Run a local change; returns the update it made (None if it changed nothing)."""
         self._captured = []
+        subscription = self._doc.observe(self._on_transaction)
         try:
             change()
         finally:
+            self._doc.unobserve(subscription)
             captured, self._captured = self._captured, None
+            self._changed = self._changed or bool(captured)
+            self._note_change(None)
         if not captured:
             return None
         return captured[0] if len(captured) == 1 else pycrdt.merge_updates(*captured)
 
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
-        self._text_cache = None
-        self._vector_cache = None
-        self.revision += 1
         if self._captured is not None:
             self._captured.append(event.update)
 
+    def _note_change(self, state_before: bytes | None) -> None:
+        """Bump the revision if the text, the meta map or the state vector changed (an update
+        can add operations that were deleted already: only the state vector shows those)."""
+        if self._changed or (state_before is not None and self._doc.get_state() != state_before):
+            self._changed = False
+            self._vector_cache = None
+            self.revision += 1
+
+    def _on_text(self, event: object) -> None:
+        self._text_cache = None
+        self._changed = True
+
     def _on_meta(self, event: object) -> None:
-        self._tail_cache = None
+        self._tail_cache = self._exists_cache = None
         self._meta_changed = True
+        self._changed = True
 
     def _apply_raw(self, update: bytes) -> None:
         """Apply with our own causal buffer.
@@ -306,16 +333,19 @@ class MemoryDoc:
             self._held = waiting
 
     def _integrate(self, update: bytes) -> None:
+        before = self._doc.get_state()
         try:
             self._doc.apply_update(update)
         except BaseException as exc:  # pycrdt panics derive from BaseException
             # a half-applied update changes it too
-            self._text_cache = self._vector_cache = self._tail_cache = None
-            self._meta_changed = True
+            self._text_cache = self._vector_cache = self._tail_cache = self._exists_cache = None
+            self._meta_changed = self._changed = True
+            self._note_change(before)
             if _is_fatal(exc):
                 raise
             self.broken = True
             raise UpdateError(f"{self.path}: update rejected by pycrdt ({exc!r})") from None
+        self._note_change(before)
 
     def settle(self) -> list[bytes]:
         """Run the deterministic genesis fix-up if geneses met (also after a restore, in case a
