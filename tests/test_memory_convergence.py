@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
@@ -185,3 +186,47 @@ def test_replicas_converge_and_lose_nothing(
             assert final.count(line) == 1, f"{line!r} appears {final.count(line)}x in {final}"
         for line in world.deleted:
             assert line not in final, f"deleted {line!r} came back in {final}"
+
+
+POOL = ["# Memory", "- shared", "- 👨‍👩‍👧 가족", "- café 🇰🇷", "- tab\there", "", "- 👍🏽 ok"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.lists(
+        st.tuples(st.lists(st.sampled_from(POOL), min_size=1, max_size=8), st.booleans()),
+        min_size=2,
+        max_size=4,
+    ),
+    rng_seed=st.integers(0, 2**32 - 1),
+)
+def test_independent_imports_merge_to_the_union_of_their_lines(
+    files: list[tuple[list[str], bool]], rng_seed: int
+) -> None:
+    """Each replica imports its own version of one file (a genesis); however the geneses and
+    their fix-ups meet, every replica ends with the same text holding each line as often as
+    the version that had it most often (a line is compared with its line ending)."""
+    rng = random.Random(rng_seed)
+    docs = [MemoryDoc("MEMORY.md") for _ in files]
+    pending: list[list[bytes]] = [[] for _ in files]
+    for index, (lines, crlf) in enumerate(files):
+        end = "\r\n" if crlf else "\n"
+        update = docs[index].write("".join(line + end for line in lines))
+        assert update is not None
+        for other in range(len(docs)):
+            if other != index:
+                pending[other].append(update)
+    while any(pending):
+        target = rng.choice([i for i, queue in enumerate(pending) if queue])
+        update = pending[target].pop(rng.randrange(len(pending[target])))
+        for followup in docs[target].apply(update):
+            for other in range(len(docs)):
+                if other != target:
+                    pending[other].append(followup)
+    contents = {doc.content for doc in docs}
+    assert len(contents) == 1
+    merged = Counter(contents.pop().splitlines(keepends=True))
+    most: Counter[str] = Counter()
+    for lines, crlf in files:  # a line ending differently is a different line
+        most |= Counter(line + ("\r\n" if crlf else "\n") for line in lines)
+    assert merged == most

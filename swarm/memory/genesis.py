@@ -2,8 +2,9 @@
 
 Two nodes that each import the same existing MEMORY.md as an ordinary local insert would end with
 the content twice after merging. Instead a genesis is a pure function of the content: a fixed
-client id derived from the content hash, one insert, and a record of the content in the `meta`
-map. Identical files give byte-identical genesis updates, so merging them is a no-op.
+client id derived from the content hash, one insert, and a record in the `meta` map of the
+content's lines (each line's length in Yjs clock units and a hash of it: a fifth of the text, not
+a second copy). Identical files give byte-identical genesis updates, so merging them is a no-op.
 
 Different files for one path give different geneses, which pycrdt orders by client id (lowest
 first). `resolve` then deletes, in each later genesis, the lines that an earlier one already had
@@ -22,7 +23,8 @@ from typing import Any
 
 import pycrdt
 
-from swarm.memory.text import byte_offsets, split_lines
+from swarm.memory.text import split_lines
+from swarm.memory.vector import read_varuint, write_varuint
 
 TEXT_ROOT = "text"
 META_ROOT = "meta"
@@ -33,6 +35,7 @@ TAIL_KEY = "tail"
 # with a node's own client id and stay exact in JavaScript (Yjs interop).
 _GENESIS_BASE = 1 << 40
 _GENESIS_SPAN = (1 << 53) - _GENESIS_BASE
+_HASH_BYTES = 8
 
 
 def genesis_client(stored: str, tail: str) -> int:
@@ -47,56 +50,90 @@ def genesis_update(stored: str, tail: str) -> bytes:
     text = doc.get(TEXT_ROOT, type=pycrdt.Text)
     meta = doc.get(META_ROOT, type=pycrdt.Map)
     with doc.transaction():
-        text.insert(0, stored)
-        meta[f"{GENESIS_PREFIX}{client}"] = stored
+        text.insert(0, stored)  # clocks 0 .. clock_length(stored) - 1 of `client`
+        meta[f"{GENESIS_PREFIX}{client}"] = encode_record(stored)
         meta[TAIL_KEY] = tail
     return doc.get_update()
 
 
-def records(meta: pycrdt.Map) -> dict[int, str]:  # type: ignore[type-arg]
-    """Genesis client id -> stored content, as recorded in a document's meta map."""
-    found: dict[int, str] = {}
+Record = list[tuple[int, bytes]]  # per line: (length in Yjs clock units, hash of the line)
+
+
+def encode_record(stored: str) -> bytes:
+    out = bytearray()
+    for line in split_lines(stored):
+        write_varuint(_clock_length(line), out)
+        out += hashlib.blake2b(line.encode("utf-8"), digest_size=_HASH_BYTES).digest()
+    return bytes(out)
+
+
+def decode_record(data: bytes) -> Record:
+    lines: Record = []
+    pos = 0
+    while pos < len(data):
+        length, pos = read_varuint(data, pos)
+        digest = data[pos : pos + _HASH_BYTES]
+        if len(digest) != _HASH_BYTES:
+            raise ValueError("truncated genesis record")
+        lines.append((length, digest))
+        pos += _HASH_BYTES
+    return lines
+
+
+def records(meta: pycrdt.Map) -> dict[int, Record]:  # type: ignore[type-arg]
+    """Genesis client id -> its lines, as recorded in a document's meta map (a record holding
+    the content itself, as the first version wrote them, is read too)."""
+    found: dict[int, Record] = {}
     for key, value in meta.items():
         suffix = key[len(GENESIS_PREFIX) :]
-        if key.startswith(GENESIS_PREFIX) and suffix.isdigit() and isinstance(value, str):
-            found[int(suffix)] = value
+        if not (key.startswith(GENESIS_PREFIX) and suffix.isdigit()):
+            continue
+        if isinstance(value, str):
+            found[int(suffix)] = decode_record(encode_record(value))
+        elif isinstance(value, (bytes, bytearray)):  # pycrdt reads bytes back as bytearray
+            try:
+                found[int(suffix)] = decode_record(bytes(value))
+            except ValueError:
+                continue  # a peer's odd record: that genesis is left as it is
     return found
 
 
-def resolve(geneses: dict[int, str]) -> bytes | None:
-    """The delete-only update that de-duplicates lines shared by several geneses (None if none)."""
+def resolve(geneses: dict[int, Record]) -> bytes | None:
+    """The delete-only update that de-duplicates lines shared by several geneses (None if none).
+
+    Deletions address operations by (client, clock), so a scratch document whose geneses hold
+    placeholder text of the same lengths yields exactly the update the real content would."""
     if len(geneses) < 2:
         return None
     scratch: pycrdt.Doc[Any] = pycrdt.Doc()
     text = scratch.get(TEXT_ROOT, type=pycrdt.Text)
-    scratch.get(META_ROOT, type=pycrdt.Map)
-    tails: dict[int, str] = {}
-    for client, stored in geneses.items():
-        # The tail only steers the meta map; rebuild each genesis exactly as its author did.
-        tail = _tail_of(client, stored)
-        if tail is None:
-            return None  # not a genesis we can reproduce: leave the document as it is
-        tails[client] = tail
-        scratch.apply_update(genesis_update(stored, tail))
-    order = sorted(geneses)
-    if str(text) != "".join(geneses[c] for c in order):
+    fillers: dict[int, str] = {}
+    for index, client in enumerate(sorted(geneses)):
+        total = sum(length for length, _ in geneses[client])
+        if total == 0:
+            continue
+        fillers[client] = chr(ord("a") + index % 26) * total  # ASCII: bytes = clock units
+        one: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client)
+        one.get(TEXT_ROOT, type=pycrdt.Text).insert(0, fillers[client])
+        scratch.apply_update(one.get_update())
+    order = sorted(fillers)
+    if str(text) != "".join(fillers[c] for c in order):
         order.reverse()
-        if str(text) != "".join(geneses[c] for c in order):
+        if str(text) != "".join(fillers[c] for c in order):
             return None
-    doomed: list[tuple[int, int]] = []  # byte ranges in the scratch text
-    seen_max: Counter[str] = Counter()
+    doomed: list[tuple[int, int]] = []  # ranges in the scratch text
+    seen_max: Counter[bytes] = Counter()
     offset = 0
     for client in order:
-        lines = split_lines(geneses[client])
-        offsets = byte_offsets(lines)
-        counts = Counter(lines)
+        lines = geneses[client]
+        counts = Counter(digest for _, digest in lines)
         budget = Counter({line: min(n, seen_max[line]) for line, n in counts.items()})
-        for index, line in enumerate(lines):
-            if budget[line] > 0:
-                budget[line] -= 1
-                doomed.append((offset + offsets[index], offset + offsets[index + 1]))
+        for length, digest in lines:
+            if budget[digest] > 0:
+                budget[digest] -= 1
+                doomed.append((offset, offset + length))
+            offset += length
         seen_max |= counts
-        offset += offsets[-1]
     if not doomed:
         return None
     updates: list[bytes] = []
@@ -108,8 +145,6 @@ def resolve(geneses: dict[int, str]) -> bytes | None:
     return updates[0] if updates else None
 
 
-def _tail_of(client: int, stored: str) -> str | None:
-    for tail in ("", "\n", "\r\n"):
-        if genesis_client(stored, tail) == client:
-            return tail
-    return None
+def _clock_length(line: str) -> int:
+    """Yjs counts text in UTF-16 code units."""
+    return len(line.encode("utf-16-le")) // 2

@@ -15,7 +15,7 @@ class VectorError(ValueError):
     """Bytes that are not an encoded Yjs state vector."""
 
 
-def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
     value = 0
     shift = 0
     while True:
@@ -31,7 +31,7 @@ def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
             raise VectorError("state vector: varint too long")
 
 
-def _write_varuint(value: int, out: bytearray) -> None:
+def write_varuint(value: int, out: bytearray) -> None:
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
@@ -39,11 +39,11 @@ def _write_varuint(value: int, out: bytearray) -> None:
 
 
 def decode(data: bytes) -> StateVector:
-    count, pos = _read_varuint(data, 0)
+    count, pos = read_varuint(data, 0)
     vector: StateVector = {}
     for _ in range(count):
-        client, pos = _read_varuint(data, pos)
-        clock, pos = _read_varuint(data, pos)
+        client, pos = read_varuint(data, pos)
+        clock, pos = read_varuint(data, pos)
         vector[client] = clock
     if pos != len(data):
         raise VectorError("state vector: trailing bytes")
@@ -53,10 +53,10 @@ def decode(data: bytes) -> StateVector:
 def encode(vector: StateVector) -> bytes:
     out = bytearray()
     entries = sorted((c, k) for c, k in vector.items() if k > 0)
-    _write_varuint(len(entries), out)
+    write_varuint(len(entries), out)
     for client, clock in entries:
-        _write_varuint(client, out)
-        _write_varuint(clock, out)
+        write_varuint(client, out)
+        write_varuint(clock, out)
     return bytes(out)
 
 
@@ -87,12 +87,12 @@ def update_start(update: bytes) -> tuple[int, int] | None:
     """(client, first clock) of a single-writer update (what every local transaction publishes).
     None for delete-only updates and for updates from several writers (full states)."""
     try:
-        clients, pos = _read_varuint(update, 0)
+        clients, pos = read_varuint(update, 0)
         if clients != 1:
             return None
-        _structs, pos = _read_varuint(update, pos)
-        client, pos = _read_varuint(update, pos)
-        clock, pos = _read_varuint(update, pos)
+        _structs, pos = read_varuint(update, pos)
+        client, pos = read_varuint(update, pos)
+        clock, pos = read_varuint(update, pos)
     except VectorError:
         return None
     return client, clock

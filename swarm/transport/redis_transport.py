@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 _STREAM_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
 _READ_PAGE = 5000
+_STOP_ATTEMPTS = 5
+_STOP_WAIT_S = 1.0
 _HEALTHY_S = 10.0
 _BAD_ENTRIES_KEPT = 10_000
 _CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
@@ -317,9 +319,7 @@ class RedisTransport:
         self._closed = True
         self._connected = False
         if self._reader is not None:
-            self._reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._reader
+            await self._stop_reader(self._reader)
         with suppress(*_CONNECTION_ERRORS):
             await self._client.aclose()
         with suppress(*_CONNECTION_ERRORS):
@@ -331,6 +331,18 @@ class RedisTransport:
                 break
             except asyncio.QueueFull:
                 self._queue.get_nowait()
+
+    async def _stop_reader(self, reader: asyncio.Task[None]) -> None:
+        """Cancel the subscriber and wait for it, but never forever: a cancellation that lands
+        inside redis-py while it tears down a dead connection can be lost, so it is repeated."""
+        for _ in range(_STOP_ATTEMPTS):
+            reader.cancel()
+            done, _pending = await asyncio.wait({reader}, timeout=_STOP_WAIT_S)
+            if done:
+                with suppress(asyncio.CancelledError, *_CONNECTION_ERRORS):
+                    reader.result()
+                return
+        log.warning("subscriber of %s did not stop; leaving it behind", self.node)
 
     # -- live messages ---------------------------------------------------------------------
 
