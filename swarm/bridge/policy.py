@@ -29,7 +29,8 @@ DEFAULT_IGNORE: tuple[str, ...] = (
     ".DS_Store",
 )
 # Never syncable, whatever .swarmignore negates: swarm's own state and its render temp files.
-PROTECTED_IGNORE: tuple[str, ...] = (".swarm/", ".git/", ".*.swarm-tmp*")
+TEMP_MARK = ".swarm-tmp"
+PROTECTED_IGNORE: tuple[str, ...] = (".swarm/", ".git/", f".*{TEMP_MARK}*")
 SWARMIGNORE = ".swarmignore"
 
 
@@ -64,6 +65,9 @@ class PathPolicy:
 
     def accepts(self, rel: str) -> bool:
         """True when `rel` names a file inside the root that is included and not ignored."""
+        name = rel.rpartition("/")[2]
+        if name.startswith(".") and TEMP_MARK in name:
+            return False  # a render's temp file (protected below too): every render makes one
         if not _is_clean_relative(rel):
             return False
         if not self._include.match_file(rel) or self._ignored(rel):

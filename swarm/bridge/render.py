@@ -20,9 +20,9 @@ import stat as stat_mod
 import tempfile
 from pathlib import Path
 
+from swarm.bridge.policy import TEMP_MARK
 from swarm.bridge.reader import ReadResult, StatKey, read_stable
 
-TEMP_SUFFIX = ".swarm-tmp"
 _DEFAULT_MODE = 0o644
 
 
@@ -71,7 +71,7 @@ def write_atomic(
     seen = _check(path, None if expect_missing else expected, settle)
     mode = _mode_of(seen)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK, dir=parent)
     except OSError as exc:
         raise _render_error("cannot write", path, exc) from exc
     tmp = Path(tmp_name)
