@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,9 @@ DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
 CONFIRM_DELETES_FILE = "confirm-deletes"
 _SUSPICIOUS_SETTLE = 0.5  # quiet time demanded of a read that looks like a write in progress
 
-_BUSY_CHANGES = 1  # more changes than this between two renders of a file: its interval grows
+# While a node renders more than this many files a second, a file due again soon has its render
+# interval doubled (see next_render_interval).
+_RENDER_BUDGET = 100
 
 
 @dataclass
@@ -108,7 +111,6 @@ class Node:
         )
         self.docs: dict[str, MemoryDoc] = {}
         self.counters = NodeCounters()
-        self._changes: dict[str, int] = {}  # path -> times marked dirty since its last render
         self._render_hold_until = 0.0  # loop time; see hold_renders
         self._renders_released = asyncio.Event()
         self._work_seen = 0  # work counters at the last maintenance pass (see _trim_after_burst)
@@ -468,14 +470,15 @@ class Node:
 
     def mark_dirty(self, path: str) -> None:
         self._dirty.add(path)
-        self._changes[path] = self._changes.get(path, 0) + 1
         self._dirty_event.set()
 
     async def render_loop(self, stop: asyncio.Event) -> None:
         """Render dirty files. A file rendered less than its render interval ago waits out the
         rest of it, so a burst of updates to one file costs one render, not one per update; a
-        lone update still reaches the disk at once. The interval doubles while a file stays
-        that busy and falls back once the file has been quiet for a few intervals.
+        lone update still reaches the disk at once. While the node renders more than its
+        budget of files a second, the interval of a file due again soon after its last render
+        doubles; under the budget it halves back to the shortest (so a few busy files, or a
+        writer that waits for each merge, never wait on a long interval).
 
         Up to `render_concurrency` files render at once: a render waits mostly on its fsync,
         and the file system commits concurrent fsyncs together (a burst touching 100 files
@@ -484,6 +487,7 @@ class Node:
         base, most = self.options.render_interval, self.options.render_interval_max
         last_render: dict[str, float] = {}
         interval: dict[str, float] = {}
+        recent: deque[float] = deque()  # when renders started in the last second
         slots = asyncio.Semaphore(self.options.render_concurrency)
         rendering: set[str] = set()
         async with asyncio.TaskGroup() as group:
@@ -505,14 +509,16 @@ class Node:
                             self._deferred.add(path)
                             loop.call_later(gap - since, self._undefer, path)
                         continue
-                    # Several changes since the last render: a busy file, render it less often.
-                    # One (an agent writing, then reading the merge): back to the shortest wait.
-                    if self._changes.pop(path, 0) > _BUSY_CHANGES:
-                        interval[path] = min(most, gap * 2)
-                    else:
-                        interval.pop(path, None)
+                    # Rendering more than the budget: a file due again soon after its last
+                    # render waits longer next time. Otherwise (a few busy files, or an agent
+                    # writing and reading back the merge) it comes back to the shortest wait.
+                    now = loop.time()
+                    while recent and recent[0] < now - 1.0:
+                        recent.popleft()
+                    interval[path] = next_render_interval(gap, since, len(recent), base, most)
                     await slots.acquire()
                     last_render[path] = loop.time()
+                    recent.append(last_render[path])
                     rendering.add(path)
                     group.create_task(self._render_in_slot(path, slots, rendering))
 
@@ -544,16 +550,11 @@ class Node:
             rendering.discard(path)
             slots.release()
             if path in self._dirty or self.doc(path).revision != revision:
-                self._requeue(path)  # changed while it rendered: the loop skipped it
+                self.mark_dirty(path)  # changed while it rendered: the loop skipped it
 
     def _undefer(self, path: str) -> None:
         self._deferred.discard(path)
-        self._requeue(path)
-
-    def _requeue(self, path: str) -> None:
-        """Back into the render queue without counting as a change (see render_loop)."""
-        self._dirty.add(path)
-        self._dirty_event.set()
+        self.mark_dirty(path)
 
     async def render(self, path: str) -> None:
         """Write the merged text of `path` to disk, never over an agent write not yet ingested."""
@@ -697,6 +698,18 @@ class Node:
             return work
         self._work_seen = work
         return trimmed_at
+
+
+def next_render_interval(
+    gap: float, since: float, renders_last_second: int, base: float, most: float
+) -> float:
+    """The wait before a file's next render, given its current one (`gap`) and the time since
+    its last render: doubled while the node is over its render budget and the file is due again
+    soon (within twice the longest wait), halved back towards `base` otherwise (step by step:
+    no swing between extremes)."""
+    if renders_last_second > _RENDER_BUDGET and since < 2 * most:
+        return min(most, gap * 2)
+    return max(base, gap / 2)
 
 
 def _fingerprint(text: str) -> tuple[int, bytes]:

@@ -346,19 +346,22 @@ class Replicator:
                     and (_stream_key(first) <= _stream_key(self.cursor))
                 ):
                     after = self.cursor
-        while True:
-            messages = await self.redis.read_log(after, count=_READ_BATCH)
-            if not messages:
-                scanned = self.redis.last_scanned_id  # only undecodable entries were left
-                if _stream_key(scanned) > _stream_key(self.cursor):
-                    self.cursor = scanned
-                break
-            after = messages[-1].stream_id or after
-            if len(messages) >= _READ_BATCH and not self.node.renders_held:
-                # More pages follow: rewriting every file after each page costs more than
-                # merging it, so files are written once at the end (or every few seconds).
-                self.node.hold_renders(_RENDER_HOLD_S)
-            self._merge_log_page(messages, after)
+        try:
+            while True:
+                messages = await self.redis.read_log(after, count=_READ_BATCH)
+                if not messages:
+                    scanned = self.redis.last_scanned_id  # only undecodable entries were left
+                    if _stream_key(scanned) > _stream_key(self.cursor):
+                        self.cursor = scanned
+                    break
+                after = messages[-1].stream_id or after
+                if len(messages) >= _READ_BATCH and not self.node.renders_held:
+                    # More pages follow: rewriting every file after each page costs more than
+                    # merging it, so files are written once at the end (or every few seconds).
+                    self.node.hold_renders(_RENDER_HOLD_S)
+                self._merge_log_page(messages, after)
+        finally:
+            self.node.release_renders()
         self._links = {
             p: i for p, i in self._links.items() if _stream_key(i) > _stream_key(self.cursor)
         }
@@ -369,7 +372,6 @@ class Replicator:
             store.set_meta("epoch", epoch)
         if reseed:
             await self._reseed()
-        self.node.release_renders()
         self.counters.catchups += 1
         self.counters.catchup_seconds.append(time.perf_counter() - started)
         self._caught_up.set()

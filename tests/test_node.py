@@ -11,6 +11,7 @@ import pytest
 from node_harness import eventually, running_node, write_atomically
 
 from swarm.memory import MemoryDoc
+from swarm.node import next_render_interval
 from swarm.transport.memory import MemoryBus
 
 
@@ -109,20 +110,36 @@ async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: P
         await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
 
 
-async def test_a_busy_file_is_rendered_far_less_often_than_it_changes(tmp_path: Path) -> None:
-    """Each render costs a write and an fsync: a file changing all the time is rendered at a
-    growing interval (25 ms doubling to 200 ms), not once per change or every 25 ms."""
+async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_path: Path) -> None:
     bus = MemoryBus()
+    files = [f"memory/topic-{i}.md" for i in range(20)]
     async with running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b:
-        source = MemoryDoc("MEMORY.md")
-        for i in range(100):
-            update = source.write(source.content + f"- fact {i}\n")
-            assert update is not None
-            with b.node.store.batch():
-                b.node.apply_remote("MEMORY.md", update)
-            await asyncio.sleep(0.005)  # pacing the changes over time, not waiting for anything
-        await eventually(lambda: b.read("MEMORY.md") == source.content, what="all on disk")
-        assert b.node.counters.rendered <= 15
+        sources = {path: MemoryDoc(path) for path in files}
+        for i in range(40):
+            for path, source in sources.items():
+                update = source.write(source.content + f"- fact {i}\n")
+                assert update is not None
+                with b.node.store.batch():
+                    b.node.apply_remote(path, update)
+                await asyncio.sleep(0.001)  # pacing the changes over time, not waiting
+        await eventually(
+            lambda: all(b.read(p) == s.content for p, s in sources.items()), what="all on disk"
+        )
+        assert b.node.counters.rendered <= 400  # of 800 changes
+
+
+def test_render_interval_grows_only_over_the_budget_and_comes_back_step_by_step() -> None:
+    """Each render costs a write and an fsync: a node rendering more than its budget of files a
+    second renders its busy files less often; under the budget (a few busy files, an agent
+    waiting for each merge) every file comes back to the shortest wait."""
+    base, most = 0.025, 0.2
+    gap = base
+    for _ in range(5):  # over budget, the file due again at once: 50, 100, 200, 200, 200 ms
+        gap = next_render_interval(gap, gap, 500, base, most)
+    assert gap == most
+    assert next_render_interval(most, 1.0, 500, base, most) == 0.1  # quiet for a while: halves
+    assert next_render_interval(most, most, 50, base, most) == 0.1  # under budget: halves
+    assert next_render_interval(base, base, 50, base, most) == base  # a closed-loop writer
 
 
 async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -> None:
