@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pycrdt
-
 from swarm.bridge import (
     DEFAULT_MAX_BYTES,
     FileEvent,
@@ -43,6 +41,7 @@ from swarm.bridge import (
 from swarm.bridge.render import AgentWriteCaptured
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
+from swarm.memory.batching import merge_runs
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.store import Store
 
@@ -408,41 +407,38 @@ class Node:
         return self.apply_remote_many(path, [update]) == 1
 
     def apply_remote_many(self, path: str, updates: list[bytes]) -> int:
-        """Merge updates of one path in one go (catch-up reads thousands): they are merged into
-        one update first, so pycrdt integrates, and the store keeps, one instead of many.
-        Returns how many were applied."""
+        """Merge updates of one path in one go (catch-up reads thousands): each writer's run of
+        contiguous updates is merged first (see `merge_runs`), so pycrdt integrates, and the
+        store keeps, one instead of many. Returns how many were applied."""
         if not self._syncs(path):
             self.counters.rejected += len(updates)
             log.warning("dropping update for a path this node does not sync: %r", path)
             return 0
-        count = len(updates)
-        if count > 1:
-            try:
-                updates = [pycrdt.merge_updates(*updates)]
-            except Exception:  # one of them is malformed: apply one by one, keep the good ones
-                return sum(self.apply_remote_many(path, [update]) for update in updates)
-        doc = self.doc(path)
+        doc = first = self.doc(path)
         revision = doc.revision
-        started = time.perf_counter()
-        try:
-            followups = doc.apply(updates[0])
-        except UpdateError as exc:
-            self.counters.rejected += count
-            self.counters.last_error = str(exc)
-            log.warning("rejected update: %s", exc)
-            if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
-                self.docs[path] = self._restore(path)
-            return 0
-        self.counters.apply_seconds.observe(time.perf_counter() - started)
-        self._append(path, updates[0], local=False)
-        for followup in followups:
-            self._append(path, followup, local=True)
-        if followups:
-            self._notify()
-        self.counters.remote_applied += count
-        if doc.revision != revision:
+        applied = 0
+        for update, count in merge_runs(updates):
+            started = time.perf_counter()
+            try:
+                followups = doc.apply(update)
+            except UpdateError as exc:
+                self.counters.rejected += count
+                self.counters.last_error = str(exc)
+                log.warning("rejected update: %s", exc)
+                if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
+                    doc = self.docs[path] = self._restore(path)
+                continue
+            self.counters.apply_seconds.observe(time.perf_counter() - started)
+            self._append(path, update, local=False)
+            for followup in followups:
+                self._append(path, followup, local=True)
+            if followups:
+                self._notify()
+            self.counters.remote_applied += count
+            applied += count
+        if doc is not first or doc.revision != revision:
             self.mark_dirty(path)
-        return count
+        return applied
 
     def _syncs(self, path: str) -> bool:
         """Cached `policy.accepts` (it resolves symlinks: too slow for every update)."""
