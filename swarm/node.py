@@ -407,9 +407,9 @@ class Node:
         return self.apply_remote_many(path, [update]) == 1
 
     def apply_remote_many(self, path: str, updates: list[bytes]) -> int:
-        """Merge updates of one path in one go (catch-up reads thousands): each writer's run of
-        contiguous updates is merged first (see `merge_runs`), so pycrdt integrates, and the
-        store keeps, one instead of many. Returns how many were applied."""
+        """Merge updates of one path, given in log order, in one go (catch-up reads thousands):
+        each writer's adjacent updates are merged first (`merge_runs`), so pycrdt integrates,
+        and the store keeps, one instead of many. Returns how many were applied."""
         if not self._syncs(path):
             self.counters.rejected += len(updates)
             log.warning("dropping update for a path this node does not sync: %r", path)

@@ -228,26 +228,24 @@ class Replicator:
             burst = [message]
             if self.redis is not None:
                 # One turn of the loop lets the reader parse what else has already arrived, so
-                # a busy channel is applied in bursts (one commit, one merge per path).
+                # a busy channel is applied in bursts (one commit each).
                 await asyncio.sleep(0)
                 burst += self.redis.ready_messages(_INBOUND_BATCH)
-            # One commit for a burst, and per path one merged apply of all its updates.
-            updates: dict[str, list[bytes]] = {}
+            # One commit for a burst. Each update is applied on its own, through the document's
+            # causal buffer: live messages can arrive with a gap (see merge_runs).
             with self.node.store.batch():
                 for item in burst:
                     if is_gap_marker(item):
                         self._catchup_wake.set()
                     else:
-                        self._receive(item, updates)
-                for path, payloads in updates.items():
-                    self.node.apply_remote_many(path, payloads)
+                        self._receive(item)
 
-    def _receive(self, message: Message, updates: dict[str, list[bytes]]) -> None:
+    def _receive(self, message: Message) -> None:
         env = message.envelope
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            updates.setdefault(env.path, []).append(env.payload)
+            self.node.apply_remote(env.path, env.payload)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
@@ -377,7 +375,8 @@ class Replicator:
         self._caught_up.set()
 
     def _merge_log_page(self, messages: list[Message], last: str) -> None:
-        """One commit per page, and per path one merged apply of all its updates."""
+        """One commit per page; per path, the page's updates in log order with each writer's
+        adjacent ones merged (`merge_runs`)."""
         by_path: dict[str, list[bytes]] = {}
         for message in messages:
             env = message.envelope

@@ -40,39 +40,35 @@ def _merge(updates: list[bytes]) -> list[bytes]:
 
 
 def merge_runs(updates: list[bytes]) -> list[tuple[bytes, int]]:
-    """Updates received together, merged only where that is safe: per writer, runs of
-    contiguous updates (each starting where the previous one ended). Merging updates of several
-    writers, or with a gap, would hand pycrdt one update with missing dependencies, which it
-    parks where two such can lose one; apart, each goes through the document's own causal
-    buffer. Updates that are not from a single writer (full states, deletions) stay alone.
-    Returns (update, how many received updates it holds)."""
-    runs: dict[int, list[tuple[int, int, bytes]]] = {}
-    alone: list[tuple[bytes, int]] = []
+    """A causally ordered, complete sequence of updates (a page of the log) with each maximal
+    run of adjacent updates from one writer merged into one; returns (update, how many it holds).
+
+    Only adjacent ones: a writer's updates that sit next to each other in such a sequence are
+    contiguous and need nothing the first one does not. Merging further (all of a writer's
+    updates, or several writers') would hand pycrdt updates whose dependencies come later, and
+    pycrdt can lose one of two such updates it has to park. Updates not from a single writer
+    (full states, deletions) stay alone."""
+    merged: list[tuple[bytes, int]] = []
+    run: list[bytes] = []
+    writer: int | None = None
+    last_clock = -1
     for update in updates:
         start = vector.update_start(update)
-        try:
-            end = vector.decode(pycrdt.get_state(update)).get(start[0], 0) if start else 0
-        except Exception:  # undecodable: the document rejects it on its own
-            start = None
-        if start is None:
-            alone.append((update, 1))
-        else:
-            runs.setdefault(start[0], []).append((start[1], end, update))
-    merged: list[tuple[bytes, int]] = []
-    for pieces in runs.values():
-        pieces.sort(key=lambda piece: piece[0])
-        run: list[bytes] = []
-        reach = -1
-        for first, end, update in pieces:
-            if run and first > reach:  # a gap: what came before goes as it is
-                merged.extend(_counted(run))
-                run = []
+        if start is not None and run and start[0] == writer and start[1] > last_clock:
             run.append(update)
-            reach = max(reach, end)
+            last_clock = start[1]
+            continue
         merged.extend(_counted(run))
-    return merged + alone
+        run = [update] if start is not None else []
+        writer, last_clock = start if start is not None else (None, -1)
+        if start is None:
+            merged.append((update, 1))
+    merged.extend(_counted(run))
+    return merged
 
 
 def _counted(run: list[bytes]) -> list[tuple[bytes, int]]:
+    if not run:
+        return []
     out = _merge(run)
     return [(out[0], len(run))] if len(out) == 1 else [(update, 1) for update in out]
