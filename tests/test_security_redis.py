@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,16 +146,17 @@ async def test_redis_holds_no_memory_text_nor_file_names(
         # The sealed presence still tells a keyed reader (swarm status) what it needs.
         transport = runtime_of(cloud).transport
 
-        async def local_files() -> set[str]:
-            return set((await transport.files_of(["local"])).get("local", {}))
+        def local_files() -> set[str]:
+            """What a keyed reader (cloud's codec) makes of local's stored file facts."""
+            raw = client.hget(transport.keys.files, "local")
+            if raw is None:
+                return set()
+            return set(transport.codec.open_info("local", json.loads(raw)).get("files", {}))
 
-        names: set[str] = set()
-        for _ in range(100):  # polled with a deadline: local imports, then heartbeats
-            names = await local_files()
-            if names == set(FILE_NAMES):
-                break
-            await asyncio.sleep(0.05)
-        assert names == set(FILE_NAMES), "cloud reads local's sealed file facts, names included"
+        await wait_until_async(
+            lambda: local_files() == set(FILE_NAMES),
+            "cloud reads local's sealed file facts, file names included",
+        )
         stored = everything_in(client)
     snapshot_key = runtime_of(cloud).transport.keys.snap
     assert client.hlen(snapshot_key) == len(FILE_NAMES)  # snapshots were there to inspect
