@@ -21,7 +21,7 @@ import pycrdt
 
 from bench.floor import Floor
 from bench.nodes import NodeSpec, running_node
-from bench.procs import GO, READY, report_failure, run_workers
+from bench.procs import GO, READY, report_failure, run_workers, send_result
 from bench.report import Figure
 from bench.server import BenchRedis
 from bench.sizes import Size
@@ -86,13 +86,11 @@ class CatchupPlan:
 
 
 def catchup_worker(plan: CatchupPlan, conn: Connection) -> None:
-    try:
-        conn.send(READY)
-        if conn.recv() != GO:
-            raise RuntimeError("expected go")
-        conn.send(asyncio.run(_catch_up(plan)))
-    except BaseException as exc:
-        report_failure(conn, exc)
+    conn.send(READY)
+    if conn.recv() != GO:
+        report_failure(conn, RuntimeError("expected go"))
+        return
+    send_result(conn, _catch_up(plan))
 
 
 def _on_disk(root: Path, expected: dict[str, str]) -> bool:

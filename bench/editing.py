@@ -22,7 +22,7 @@ from bench.nodes import (
     running_node,
     until,
 )
-from bench.procs import GO, READY, report_failure
+from bench.procs import GO, READY, send_result
 from swarm.node import Node
 from swarm.store import Store
 
@@ -51,10 +51,7 @@ async def _quiet(node: Node, store: Store, quiet_s: float = 0.5, deadline_s: flo
 
 
 def edit_worker(plan: EditPlan, conn: Connection) -> None:
-    try:
-        conn.send(asyncio.run(_work(plan, conn)))
-    except BaseException as exc:
-        report_failure(conn, exc)
+    send_result(conn, _work(plan, conn))
 
 
 async def _work(plan: EditPlan, conn: Connection) -> dict[str, Any]:

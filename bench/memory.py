@@ -24,7 +24,7 @@ from bench.daemons import (
 )
 from bench.floor import Floor
 from bench.nodes import NodeSpec, edit_line, local_edit, running_node, until
-from bench.procs import GO, READY, report_failure, run_workers
+from bench.procs import GO, READY, run_workers, send_result
 from bench.report import Figure
 from bench.server import BenchRedis
 from bench.sizes import Size
@@ -109,10 +109,7 @@ async def _redis_bytes(runtime: Any) -> int:
 
 
 def store_worker(plan: StorePlan, conn: Connection) -> None:
-    try:
-        conn.send(asyncio.run(_edit_and_measure(plan, conn)))
-    except BaseException as exc:
-        report_failure(conn, exc)
+    send_result(conn, _edit_and_measure(plan, conn))
 
 
 async def _edit_and_measure(plan: StorePlan, conn: Connection) -> dict[str, Any]:

@@ -7,9 +7,10 @@ still running is stopped.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -75,3 +76,11 @@ def run_workers(
 
 def report_failure(conn: Connection, exc: BaseException) -> None:
     conn.send(f"worker failed: {type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+
+
+def send_result(conn: Connection, main: Coroutine[Any, Any, Any]) -> None:
+    """Run a worker's coroutine and send its result to the harness, or its failure as one line."""
+    try:
+        conn.send(asyncio.run(main))
+    except BaseException as exc:
+        report_failure(conn, exc)
