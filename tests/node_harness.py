@@ -26,8 +26,10 @@ class Running:
     transport: MemoryTransport
 
     def read(self, rel: str) -> str | None:
-        path = self.root / rel
-        return path.read_text(encoding="utf-8") if path.exists() else None
+        try:
+            return (self.root / rel).read_text(encoding="utf-8")
+        except FileNotFoundError:  # not there, or removed while we looked
+            return None
 
 
 @contextlib.asynccontextmanager
@@ -60,6 +62,17 @@ async def running_node(
         await asyncio.gather(*tasks, return_exceptions=True)
         await node.close()
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, **options: int) -> AsyncIterator[tuple[Running, Running]]:
+    """Nodes a and b on one bus, their folders and state folders under `tmp_path`."""
+    bus = MemoryBus()
+    async with (
+        running_node(bus, "a", tmp_path / "a", tmp_path / "sa", **options) as a,
+        running_node(bus, "b", tmp_path / "b", tmp_path / "sb", **options) as b,
+    ):
+        yield a, b
 
 
 async def eventually(

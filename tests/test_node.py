@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pycrdt
 import pytest
-from node_harness import eventually, running_node, write_atomically
+from node_harness import Running, eventually, running_node, two_nodes, write_atomically
 
 from swarm.memory import MemoryDoc
 from swarm.node import next_render_interval
@@ -16,11 +17,7 @@ from swarm.transport.memory import MemoryBus
 
 
 async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
+    async with two_nodes(tmp_path) as (a, b):
         write_atomically(a.root / "MEMORY.md", "# Memory\n- likes tea\n")
         await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- likes tea\n", what="create")
 
@@ -51,11 +48,7 @@ async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Pa
 
 
 async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
+    async with two_nodes(tmp_path) as (a, b):
         published_by_b = b.replicator.counters.published
         for i in range(5):
             text = "".join(f"- line {j}\n" for j in range(i + 1))
@@ -69,45 +62,43 @@ async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
         assert b.node.store.outbox_depth() == 0
 
 
+async def stale_rewrite_keeps_the_remote_edit(
+    a: Running, b: Running, before_rewrite: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """The agent on a reads, b's edit arrives, then the agent rewrites the whole file from what
+    it read: b's line must survive the stale rewrite."""
+    write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
+    await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
+    agent_read = a.read("MEMORY.md")  # the agent on a reads, then thinks for a while...
+    write_atomically(b.root / "MEMORY.md", "# Memory\n- one\n- from b\n")
+    await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- one\n- from b\n", what="b")
+    if before_rewrite is not None:
+        await before_rewrite()
+    assert agent_read is not None
+    write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
+    want = "# Memory\n- one\n- from b\n- from a\n"
+    await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+
+
 async def test_stale_whole_file_rewrite_keeps_the_remote_edit(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
-        write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
-        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
-        agent_read = a.read("MEMORY.md")  # the agent on a reads, then thinks for a while...
-        write_atomically(b.root / "MEMORY.md", "# Memory\n- one\n- from b\n")
-        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- one\n- from b\n", what="b")
-        assert agent_read is not None
-        write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
-        want = "# Memory\n- one\n- from b\n- from a\n"
-        await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+    async with two_nodes(tmp_path) as (a, b):
+        await stale_rewrite_keeps_the_remote_edit(a, b)
 
 
 async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: Path) -> None:
     """Idle nodes forget their Python copies of file texts (memory); the next stale rewrite must
     still find its merge base and the agent's own last write, now read back from the store."""
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
-        write_atomically(a.root / "MEMORY.md", "# Memory\n- one\n")
-        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- one\n", what="seed")
-        agent_read = a.read("MEMORY.md")
-        write_atomically(b.root / "MEMORY.md", "# Memory\n- one\n- from b\n")
-        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- one\n- from b\n", what="b")
+    async with two_nodes(tmp_path) as (a, b):
 
-        def at_rest() -> bool:
-            return not a.node._last and all(d._text_cache is None for d in a.node.docs.values())
+        async def wait_for_rest() -> None:
+            await eventually(
+                lambda: (
+                    not a.node._last and all(d._text_cache is None for d in a.node.docs.values())
+                ),
+                what="a at rest",
+            )
 
-        await eventually(at_rest, what="a at rest")
-        assert agent_read is not None
-        write_atomically(a.root / "MEMORY.md", agent_read + "- from a\n")  # stale rewrite
-        want = "# Memory\n- one\n- from b\n- from a\n"
-        await eventually(lambda: a.read("MEMORY.md") == want == b.read("MEMORY.md"), what="merge")
+        await stale_rewrite_keeps_the_remote_edit(a, b, wait_for_rest)
 
 
 async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_path: Path) -> None:
@@ -143,11 +134,7 @@ def test_render_interval_grows_only_over_the_budget_and_comes_back_step_by_step(
 
 
 async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
+    async with two_nodes(tmp_path) as (a, b):
         write_atomically(a.root / "MEMORY.md", "Focus: none\n- x\n")
         await eventually(lambda: b.read("MEMORY.md") == "Focus: none\n- x\n", what="seed")
         a.transport.offline = True  # hold a's edit back so both edit the same base
@@ -170,11 +157,7 @@ async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -
 
 
 async def test_non_utf8_binary_and_oversize_files_are_left_alone(tmp_path: Path) -> None:
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa", max_bytes=1024) as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb", max_bytes=1024) as b,
-    ):
+    async with two_nodes(tmp_path, max_bytes=1024) as (a, b):
         (a.root / "latin1.md").write_bytes("caf\xe9\n".encode("latin-1"))
         (a.root / "binary.md").write_bytes(b"\x00\x01\x02")
         (a.root / "huge.md").write_text("x" * 2000, encoding="utf-8")
@@ -287,12 +270,8 @@ async def test_private_paths_never_leave_the_node(tmp_path: Path) -> None:
 async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
     import shutil
 
-    bus = MemoryBus()
     names = [f"memory/topic-{i}.md" for i in range(4)]
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
+    async with two_nodes(tmp_path) as (a, b):
         for name in names:
             write_atomically(a.root / name, f"{name}\n")
         await eventually(lambda: all(b.read(n) == f"{n}\n" for n in names), what="synced")
@@ -309,11 +288,7 @@ async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
 async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:
     import shutil
 
-    bus = MemoryBus()
-    async with (
-        running_node(bus, "a", tmp_path / "a", tmp_path / "sa") as a,
-        running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b,
-    ):
+    async with two_nodes(tmp_path) as (a, b):
         write_atomically(a.root / "MEMORY.md", "keep me\n")
         await eventually(lambda: b.read("MEMORY.md") == "keep me\n", what="synced")
         shutil.rmtree(a.root)  # an unmounted volume
