@@ -346,6 +346,25 @@ def count_lines(path: Path) -> int:
         return 0
 
 
+def agent_command(
+    agent: Path,
+    role: str,
+    workspace: Path,
+    log: Path,
+    *,
+    entries: int,
+    start_at: float,
+    same_line_at: float,
+) -> list[str]:
+    """The command line of one demo agent (`deploy/agent.py`): it appends `entries` lines from
+    `start_at` (epoch seconds) and edits the shared line at `same_line_at`, logging each."""
+    return [
+        sys.executable, str(agent), "--role", role, "--dir", str(workspace),
+        "--entries", str(entries), "--start-at", repr(start_at),
+        "--same-line-at", repr(same_line_at), "--log", str(log),
+    ]  # fmt: skip
+
+
 def watch_agents(
     agents: Mapping[str, _Child],
     entry_logs: Mapping[str, Path],
@@ -566,22 +585,15 @@ def _run(
     agents = {
         role: procs.start(
             f"{role}-agent",
-            [
-                sys.executable,
-                str(deploy / "agent.py"),
-                "--role",
+            agent_command(
+                deploy / "agent.py",
                 role,
-                "--dir",
-                str(workspace),
-                "--entries",
-                str(entries),
-                "--start-at",
-                repr(start_at),
-                "--same-line-at",
-                repr(same_line_at),
-                "--log",
-                str(entry_logs[role]),
-            ],
+                workspace,
+                entry_logs[role],
+                entries=entries,
+                start_at=start_at,
+                same_line_at=same_line_at,
+            ),
         )
         for role, workspace in workspaces.items()
     }

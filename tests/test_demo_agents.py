@@ -24,7 +24,14 @@ import pytest
 from rich.console import Console
 
 from swarm import demo
-from swarm.demo import DemoError, compare_nodes, entry_problems, read_entry_log, run_demo
+from swarm.demo import (
+    DemoError,
+    agent_command,
+    compare_nodes,
+    entry_problems,
+    read_entry_log,
+    run_demo,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = REPO / "deploy" / "agent.py"
@@ -49,22 +56,15 @@ def start_agent(
     entries: int = ENTRIES,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(AGENT),
-            "--role",
+        agent_command(
+            AGENT,
             role,
-            "--dir",
-            str(workspace),
-            "--entries",
-            str(entries),
-            "--start-at",
-            repr(start_at),
-            "--same-line-at",
-            repr(same_line_at),
-            "--log",
-            str(log),
-        ],
+            workspace,
+            log,
+            entries=entries,
+            start_at=start_at,
+            same_line_at=same_line_at,
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
