@@ -376,7 +376,8 @@ class Node:
     def _record_version(self, path: str, text: str) -> str:
         """Returns the copy of `text` kept: the document's own when equal (one copy, not two,
         of every large file in memory)."""
-        self.store.record_version(path, text)
+        if self._last.get(path) != text:  # else already the newest: no SQLite read to find out
+            self.store.record_version(path, text)
         doc = self.docs.get(path)
         if doc is not None:
             current = doc.content

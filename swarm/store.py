@@ -105,6 +105,8 @@ class Store:
         except OSError as exc:
             raise StoreError(f"{self.db_path}: cannot create state folder: {exc}") from exc
         self._conn = self._open()
+        self._commits = 0  # top-level commits, so far and at the last checkpoint
+        self._checkpointed = -1
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -164,7 +166,12 @@ class Store:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database (and fsync) on a connection of its own, so it
         can run in a worker thread while the event loop goes on committing; PASSIVE never
-        waits for, or blocks, the writer. Safe to call from any thread."""
+        waits for, or blocks, the writer. Safe to call from any thread; nothing to do (no
+        connection opened) if nothing was committed since the last one."""
+        commits = self._commits
+        if commits == self._checkpointed:
+            return
+        self._checkpointed = commits
         try:
             conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
             try:
@@ -217,6 +224,8 @@ class Store:
         self._depth -= 1
         try:
             conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {savepoint}")
+            if self._depth == 0:
+                self._commits += 1
         except sqlite3.Error as exc:
             self._undo(savepoint)
             raise self._fail(f"cannot commit: {_one_line(exc)}") from exc
