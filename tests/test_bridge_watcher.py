@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from daemon_harness import wait_until_async
 
 from swarm.bridge.policy import PathPolicy
 from swarm.bridge.watcher import FileEvent, FolderWatcher, scan
@@ -29,11 +30,7 @@ class Recorder:
         return {event.path for event in self.events()}
 
     async def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        limit = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > limit:
-                pytest.fail(f"not seen within {DEADLINE}s: {what}; got {self.batches}")
-            await asyncio.sleep(0.005)
+        await wait_until_async(condition, what, DEADLINE, explain=lambda: f"got {self.batches}")
 
     async def wait_event(self, path: str, *, deleted: bool) -> None:
         await self.wait_for(lambda: FileEvent(path, deleted) in self.events(), f"{path} {deleted}")
