@@ -403,6 +403,13 @@ class DaemonGroup:
     def __getitem__(self, node: str) -> DaemonProcess:
         return self.daemons[node]
 
+    def start_ready(self, *nodes: str) -> list[DaemonProcess]:
+        """Add and start these daemons together, then wait until each is ready."""
+        started = [self.add(node).start() for node in nodes]
+        for daemon in started:
+            daemon.wait_ready()
+        return started
+
     @property
     def folders(self) -> list[Path]:
         return [daemon.dir for daemon in self.daemons.values()]

@@ -61,8 +61,7 @@ def test_redis_restart_mid_burst_loses_nothing(
 ) -> None:
     server = redis_server_factory(persistence=True)
     with DaemonGroup(tmp_path, server.url) as group:
-        a, b = group.add("a").start(), group.add("b").start()
-        a.wait_ready(), b.wait_ready()
+        a, b = group.start_ready("a", "b")
         agents = [Agent(a.dir, "a", seed=1, in_place=0.0), Agent(b.dir, "b", seed=2, in_place=0.0)]
         join = burst_in_background(agents, seconds=3.0)
         wait_until(lambda: sum(len(v) for v in merged_writes(agents).values()) >= 20, "burst on")
@@ -157,8 +156,7 @@ def test_sigkill_mid_burst_loses_nothing_that_reached_the_disk(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     with DaemonGroup(tmp_path, redis_server.url) as group:
-        a, b = group.add("a").start(), group.add("b").start()
-        a.wait_ready(), b.wait_ready()
+        a, b = group.start_ready("a", "b")
         agent = Agent(a.dir, "a", seed=5, in_place=0.0)
         join = burst_in_background([agent], seconds=2.5)
         wait_until(lambda: sum(len(v) for v in agent.written.values()) >= 15, "burst under way")
@@ -180,8 +178,7 @@ def test_in_place_writer_slower_than_the_quiet_window_loses_nothing(
     """An agent that truncates MEMORY.md and only writes it back 0.2 s later (a busy machine, a
     slow disk) while another node edits: the empty file in between must not erase lines."""
     with DaemonGroup(tmp_path, redis_server.url) as group:
-        a, b = group.add("a").start(), group.add("b").start()
-        a.wait_ready(), b.wait_ready()
+        a, b = group.start_ready("a", "b")
         lines = [f"- fact {i}" for i in range(5)]
         write_file(a.dir / "MEMORY.md", "".join(f"{line}\n" for line in lines), atomic=True)
         wait_until(lambda: holds_all(b.dir, {"MEMORY.md": lines}), "b has the five facts")

@@ -110,8 +110,7 @@ def test_node_offline_during_a_burst_catches_up_and_its_offline_edits_reach_the_
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     with DaemonGroup(tmp_path, redis_server.url) as group:
-        a, b = group.add("a").start(), group.add("b").start()
-        a.wait_ready(), b.wait_ready()
+        a, b = group.start_ready("a", "b")
         online = Agent(a.dir, "online", seed=1, in_place=0.0)
         offline = Agent(b.dir, "offline", seed=2)  # its daemon is down: in place is safe
         online.append("MEMORY.md", "- before the outage")
@@ -134,8 +133,7 @@ def test_new_node_joins_with_no_peer_online_and_gets_everything_from_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     with DaemonGroup(tmp_path, redis_server.url) as group:
-        a, b = group.add("a").start(), group.add("b").start()
-        a.wait_ready(), b.wait_ready()
+        a, b = group.start_ready("a", "b")
         agents = [Agent(a.dir, "a", seed=1, in_place=0.0), Agent(b.dir, "b", seed=2, in_place=0.0)]
         run_bursts(agents, seconds=1.5)
         expected = merged_writes(agents)
