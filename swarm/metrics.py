@@ -152,6 +152,11 @@ class RuntimeCollector(Collector):
         )
         yield _gauge("swarm_ready", "1 when caught up and connected to Redis.", int(runtime.ready))
         yield _gauge(
+            "swarm_deletions_held",
+            "1 while the mass-delete guard holds deletions (run swarm confirm-deletes).",
+            int(runtime.node.deletions_held is not None),
+        )
+        yield _gauge(
             "swarm_redis_connected",
             "1 while the Redis subscription is live.",
             int(transport.connected),
