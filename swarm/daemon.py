@@ -24,6 +24,7 @@ from swarm.config import DaemonSettings, SwarmSettings
 from swarm.crypto import KeyFileError, codec_from_settings
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator
+from swarm.sd_notify import sd_notify
 from swarm.store import Store
 from swarm.transport.codec import Codec
 from swarm.transport.redis_client import RedisSecurity
@@ -186,8 +187,10 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await node.reconcile()
             runtime.reconciled.set()
             log.info("ready: %d files, outbox %d", len(node.docs), runtime.store.outbox_depth())
+            sd_notify("READY=1")
             await stop.wait()
             log.info("stopping: flushing the outbox (grace %.1fs)", runtime.settings.grace)
+            sd_notify("STOPPING=1")
             work_stop.set()  # no new work: the watcher stops taking agent writes
             await _final_flush(runtime)
             raise _Shutdown

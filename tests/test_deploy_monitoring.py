@@ -97,7 +97,7 @@ def metrics_of(port: int) -> dict[str, float]:
     }
 
 
-# -- names against a running daemon ---------------------------------------------------------------
+# -- names against a running daemon ----------------------------------------------------------------
 
 
 def test_every_metric_of_the_dashboard_and_alerts_is_exported_and_the_guard_gauge_follows(
@@ -150,7 +150,7 @@ def test_the_dashboard_is_an_importable_grafana_dashboard() -> None:
     assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
     for panel in panels:
         x, w = panel["gridPos"]["x"], panel["gridPos"]["w"]
-        assert 0 <= x and x + w <= 24, f"{panel['title']} overflows the grid"
+        assert x >= 0 and x + w <= 24, f"{panel['title']} overflows the grid"
         if panel["type"] == "row":
             continue
         assert panel["targets"], panel["title"]
