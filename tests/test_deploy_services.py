@@ -27,6 +27,7 @@ from daemon_harness import (
     wait_until,
 )
 from test_http import get
+from test_security_redis import documented_acl
 
 from swarm.config import ENV_NAMES, DaemonSettings, load_settings
 from swarm.crypto import write_key_file
@@ -274,13 +275,9 @@ def test_the_k8s_sidecar_settings_start_a_daemon_that_passes_its_probes(
         "SWARM_REDIS_PASSWORD": "from-the-secret",
     }
     # the Redis user the manifest names, with the documented ACL (docs/security.md)
+    assert env["SWARM_REDIS_USERNAME"] == f"swarm-{env['SWARM_NAME']}"
     admin = redis_server.client()
-    acl = next(
-        line for line in (REPO / "docs" / "security.md").read_text().splitlines()
-        if line.startswith("ACL SETUSER ")
-    )  # fmt: skip
-    acl = acl.replace("swarm-NAME", env["SWARM_REDIS_USERNAME"]).replace("NAME", env["SWARM_NAME"])
-    admin.execute_command(*acl.replace("CHANGE-ME", "from-the-secret").split())
+    admin.execute_command(*documented_acl(env["SWARM_NAME"], "from-the-secret").split())
     (moved[env["SWARM_DIR"]] / "MEMORY.md").write_text("- from the pod\n")
 
     log = (tmp_path / "daemon.log").open("wb")

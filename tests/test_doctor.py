@@ -16,6 +16,7 @@ from daemon_harness import (
     run_cli,
     wait_until,
 )
+from test_security_redis import documented_acl as acl_line
 
 from swarm.config import DaemonSettings
 from swarm.crypto import write_key_file
@@ -25,14 +26,12 @@ from swarm.doctor.acl import judge_user_rules, needed_commands
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 SWARM = "team"
 
 
 def documented_acl(user: str = f"swarm-{SWARM}", password: str = "s3cret") -> str:
-    text = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
-    (line,) = re.findall(r"^ACL SETUSER .*$", text, flags=re.MULTILINE)
-    return line.replace("swarm-NAME", user).replace("NAME", SWARM).replace("CHANGE-ME", password)
+    """The ACL line of docs/security.md for swarm `team`, for the user `user`."""
+    return acl_line(SWARM, password).replace(f"SETUSER swarm-{SWARM} ", f"SETUSER {user} ", 1)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

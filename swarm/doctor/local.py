@@ -66,32 +66,26 @@ def check_state(settings: DaemonSettings) -> Check:
     state = settings.resolved_state_dir
     if not settings.dir.is_dir() and settings.dir in state.parents:
         return Check("state", Status.SKIP, "memory folder missing")
+    problem: str | None
     if state.is_dir():
         problem = _write_probe(state)
-        if problem is not None:
-            return Check(
-                "state",
-                Status.FAIL,
-                f"cannot write in the state folder {state}: {problem}",
-                "give this user write access, or choose another with --state-dir",
-            )
-        return Check("state", Status.OK, f"state folder {state} is writable")
-    if state.exists():
+        problem = None if problem is None else f"cannot write in it: {problem}"
+    elif state.exists():
+        problem = "it is not a folder"
+    else:  # the daemon creates it: the nearest existing parent must take it
+        parent = next((p for p in state.parents if p.exists()), None)
+        creatable = parent is not None and parent.is_dir() and _write_probe(parent) is None
+        if creatable:
+            return Check("state", Status.OK, f"state folder {state} is created on the first start")
+        problem = "it does not exist and cannot be created"
+    if problem is not None:
         return Check(
             "state",
             Status.FAIL,
-            f"state folder {state} is not a folder",
-            "remove it or choose another with --state-dir",
+            f"state folder {state}: {problem}",
+            "give this user a writable folder there, or choose another with --state-dir",
         )
-    parent = next((p for p in state.parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or _write_probe(parent) is not None:
-        return Check(
-            "state",
-            Status.FAIL,
-            f"state folder {state} does not exist and cannot be created",
-            "create it for this user, or choose another with --state-dir",
-        )
-    return Check("state", Status.OK, f"state folder {state} will be created on the first start")
+    return Check("state", Status.OK, f"state folder {state} is writable")
 
 
 def lock_holder(state: Path) -> tuple[bool, int | None]:
