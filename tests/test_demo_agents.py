@@ -226,6 +226,26 @@ def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
     assert len(added) == 1 and added[0].startswith("- [cloud-001] ")
 
 
+def test_a_finished_agent_run_again_adds_nothing(tmp_path: Path) -> None:
+    """A second `docker compose up` without `down -v` starts the finished agents again on the
+    same volumes: they must not write their entries a second time."""
+    workspace = seeded(tmp_path, "cloud")
+    log = tmp_path / "cloud.jsonl"
+
+    def run_once() -> None:
+        start_at = time.time() + 0.1
+        finish(start_agent("cloud", workspace, log, start_at=start_at,
+                           same_line_at=start_at + 0.2, entries=4))
+
+    run_once()
+    first = demo.synced_files(workspace)
+    first_log = log.read_text(encoding="utf-8")
+    run_once()
+    assert demo.synced_files(workspace) == first
+    assert log.read_text(encoding="utf-8") == first_log
+    assert entry_problems(read_entry_log(log), {"cloud": workspace}) == []
+
+
 def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [
