@@ -7,6 +7,10 @@ today's daily log, a write every 50-200 ms, two instances changing the same line
 moment, and one rewrite of MEMORY.md from a stale read. Every entry carries a unique id and is
 logged (JSON lines), so the demo can prove that each one ends up present exactly once.
 
+Run again on the same workspace (a second `docker compose up` without `down -v`), an agent
+resumes from its log: a finished agent writes nothing, an interrupted one writes only what is
+missing, never an id twice.
+
 Standard library only: it runs in the slim demo image and beside any Python.
 """
 
@@ -17,6 +21,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +37,7 @@ PAUSE_RANGE = (0.05, 0.2)  # seconds between two writes, like an agent between t
 BURST_PAUSE_RANGE = (0.05, 0.1)
 STALE_READ_DELAY = 0.3  # the cloud agent "thinks" this long between its read and its write
 LOCAL_BURST = 3  # MEMORY.md notes the local agent writes right after the shared-line moment
+LOG_DIR = ".demo"  # inside the workspace, next to the memory it describes; swarm syncs only *.md
 
 DECISIONS = (
     "keep one CRDT document per memory file",
@@ -159,6 +165,51 @@ def replace_focus(text: str, line: str) -> str:
     return insert_under(text, "Projects", line)
 
 
+def default_log(workspace: Path, role: str) -> Path:
+    """Where an agent logs its entries unless told otherwise: inside its own workspace, so a
+    second run on the same volume finds what the first one wrote."""
+    return workspace / LOG_DIR / f"{role}-entries.jsonl"
+
+
+class LogError(Exception):
+    """The entry log of an earlier run is not one this agent wrote."""
+
+
+def load_log(path: Path) -> list[dict[str, object]]:
+    """The records of an earlier run. A torn last line (the agent was killed mid-write) is dropped
+    from the file too, so that new records start on a line of their own."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = raw.splitlines()
+    records: list[dict[str, object]] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise ValueError("not an entry record")
+        except ValueError as exc:
+            if number < len(lines):
+                raise LogError(f"{path}:{number}: not an entry record ({exc})") from exc
+            write_atomic(path, "".join(f"{kept}\n" for kept in lines[:-1]))
+            break
+        records.append(record)
+    return records
+
+
+def highest_id(workspace: Path, role: str) -> int:
+    """The highest entry number of `role` in the workspace's markdown files: an entry written
+    just before a kill may be on disk but not yet in the log."""
+    pattern = re.compile(rf"\[{re.escape(role)}-(\d+)\]")
+    numbers = [
+        int(match.group(1))
+        for path in workspace.rglob("*.md")
+        for match in pattern.finditer(read_text(path))
+    ]
+    return max(numbers, default=0)
+
+
 def capital(phrase: str) -> str:
     return phrase[:1].upper() + phrase[1:]
 
@@ -182,12 +233,27 @@ class Agent:
         self.width = max(3, len(str(entries)))
         self.today = dt.datetime.now(dt.UTC).date().isoformat()
         self.burst_left = 0
+        self.done = 0  # logged entries, the shared line excluded
+        self.focus_done = False
+
+    def resume(self, records: Sequence[dict[str, object]]) -> None:
+        """Carry on after the entries an earlier run logged (and any it wrote but did not log)."""
+        self.done = sum(record.get("kind") != "focus" for record in records)
+        self.focus_done = any(record.get("kind") == "focus" for record in records)
+        self.written = max(self.done, highest_id(self.workspace, self.role))
+
+    def finished(self, entries: int) -> bool:
+        return self.done >= entries and self.focus_done
 
     def next_id(self) -> str:
         self.written += 1
         return f"{self.role}-{self.written:0{self.width}d}"
 
     def record(self, entry: Entry) -> None:
+        if entry.kind == "focus":
+            self.focus_done = True
+        else:
+            self.done += 1
         if self.log is not None:
             self.log.write(json.dumps({**entry.__dict__, "at": time.time()},
                                       ensure_ascii=False) + "\n")
@@ -281,24 +347,19 @@ def run(agent: Agent, entries: int, start_at: float, same_line_at: float) -> Non
     happens.
     """
     wait_until(start_at)
-    focus_done = False
-    done = 0
-    while done < entries:
+    while agent.done < entries:
         low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
         pause = agent.rng.uniform(low, high)
-        last = done == entries - 1
-        if not focus_done and (time.time() + pause >= same_line_at or last):
+        last = agent.done == entries - 1
+        if not agent.focus_done and (time.time() + pause >= same_line_at or last):
             wait_until(same_line_at)
             agent.change_focus()
-            focus_done = True
             if agent.role == "cloud":
                 agent.step(stale=True)
-                done += 1
             continue
         time.sleep(pause)
         agent.step()
-        done += 1
-    if not focus_done:
+    if not agent.focus_done:
         wait_until(same_line_at)
         agent.change_focus()
 
@@ -315,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='JSON file {"start_at": ..., "same_line_at": ...} instead of the two '
                              "flags (written by deploy/schedule.py in docker compose)")
     parser.add_argument("--seed", type=int, help="random seed (default: fixed per role)")
-    parser.add_argument("--log", type=Path, help="JSON-lines file listing every entry written")
+    parser.add_argument("--log", type=Path,
+                        help=f"JSON-lines file listing every entry written; a second run resumes "
+                             f"from it (default: DIR/{LOG_DIR}/ROLE-entries.jsonl)")
     return parser
 
 
@@ -335,22 +398,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--schedule {args.schedule}: unreadable schedule ({exc})")
     if args.start_at is None or args.same_line_at is None:
         parser.error("give --start-at and --same-line-at, or --schedule")
+    if args.log is None:
+        args.log = default_log(args.dir, args.role)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed if args.seed is not None else {"cloud": 1, "local": 2}[args.role])
-    if args.log is not None:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-    log = open(args.log, "w", encoding="utf-8") if args.log is not None else None  # noqa: SIM115
     try:
+        records = load_log(args.log)
+    except (LogError, OSError) as exc:
+        print(f"{args.role}: {exc}", file=sys.stderr)
+        return 2
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "a", encoding="utf-8") as log:
         agent = Agent(args.role, args.dir, rng, log, args.entries)
+        agent.resume(records)
+        if agent.finished(args.entries):
+            print(f"{args.role}: already wrote {agent.done} entries and changed the focus line "
+                  f"(log {args.log}): nothing to do", flush=True)
+            return 0
+        resumed = agent.done
         run(agent, args.entries, args.start_at, args.same_line_at)
-    finally:
-        if log is not None:
-            log.close()
-    print(f"{args.role}: wrote {agent.written} entries and changed the focus line", flush=True)
+    more = f" ({agent.done - resumed} in this run)" if resumed else ""
+    print(f"{args.role}: wrote {agent.done} entries{more} and changed the focus line", flush=True)
     return 0
 
 

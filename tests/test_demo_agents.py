@@ -246,6 +246,43 @@ def test_a_finished_agent_run_again_adds_nothing(tmp_path: Path) -> None:
     assert entry_problems(read_entry_log(log), {"cloud": workspace}) == []
 
 
+def test_an_interrupted_agent_resumes_without_repeating_an_id(tmp_path: Path) -> None:
+    """Killed mid-run, an agent may leave a torn last log line and an entry on disk it never
+    logged; run again, it writes only the missing entries, under new ids."""
+    workspace = seeded(tmp_path, "cloud")
+    log = tmp_path / "cloud.jsonl"
+    start_at = time.time() + 0.1
+    finish(start_agent("cloud", workspace, log, start_at=start_at, same_line_at=start_at + 0.1,
+                       entries=3))
+    unlogged = "- [cloud-004] Decided: an entry written just before the kill."
+    memory = workspace / "MEMORY.md"
+    memory.write_text(memory.read_text(encoding="utf-8") + unlogged + "\n", encoding="utf-8")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"id": "cloud-0')  # the kill landed mid-record
+
+    start_at = time.time() + 0.1
+    finish(start_agent("cloud", workspace, log, start_at=start_at, same_line_at=start_at,
+                       entries=6))
+    entries = read_entry_log(log)
+    assert [entry.id for entry in entries if not entry.contested] == [
+        "cloud-001", "cloud-002", "cloud-003", "cloud-005", "cloud-006", "cloud-007"
+    ]
+    assert sum(entry.contested for entry in entries) == 1
+    assert entry_problems(entries, {"cloud": workspace}) == []
+    assert memory.read_text(encoding="utf-8").count("[cloud-004]") == 1
+
+
+def test_agent_refuses_a_log_it_did_not_write_with_one_line(tmp_path: Path) -> None:
+    workspace = seeded(tmp_path, "local")
+    log = tmp_path / "local.jsonl"
+    log.write_text("not json\n{}\n", encoding="utf-8")
+    proc = start_agent("local", workspace, log, start_at=0, same_line_at=0, entries=2)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 2
+    assert len(stderr.strip().splitlines()) == 1 and "not an entry record" in stderr
+    assert log.read_text(encoding="utf-8") == "not json\n{}\n"
+
+
 def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [
