@@ -38,6 +38,9 @@ BURST_PAUSE_RANGE = (0.05, 0.1)
 STALE_READ_DELAY = 0.3  # the cloud agent "thinks" this long between its read and its write
 LOCAL_BURST = 3  # MEMORY.md notes the local agent writes right after the shared-line moment
 LOG_DIR = ".demo"  # inside the workspace, next to the memory it describes; swarm syncs only *.md
+ROLES = ("cloud", "local")
+BARRIER_POLL_S = 0.01
+BARRIER_TIMEOUT_S = 180.0  # a slow host may take minutes to start the second container
 
 DECISIONS = (
     "keep one CRDT document per memory file",
@@ -100,6 +103,7 @@ class Entry:
     line: str
     write: str
     stale: bool = False
+    read_at: float | None = None  # the stale rewrite: when it read the copy it writes back
 
 
 def read_text(path: Path) -> str:
@@ -214,10 +218,44 @@ def capital(phrase: str) -> str:
     return phrase[:1].upper() + phrase[1:]
 
 
-def wait_until(moment: float) -> None:
-    delay = moment - time.time()
-    if delay > 0:
-        time.sleep(delay)
+class BarrierTimeout(Exception):
+    """The other agent did not arrive in time; the message says which and where."""
+
+
+class Barrier:
+    """Where both agents meet before a moment they must share (their start, and the line both
+    change at once), whatever the time their containers took to start: a folder both can see.
+
+    Arriving writes `PHASE-ROLE.ready` and waits for every other role's marker of that phase.
+    Markers of an earlier run must be deleted (`rm -f FOLDER/*.ready`) before the agents start.
+    """
+
+    def __init__(self, folder: Path, role: str, timeout: float = BARRIER_TIMEOUT_S) -> None:
+        self.folder = folder
+        self.role = role
+        self.timeout = timeout
+
+    def marker(self, phase: str, role: str) -> Path:
+        return self.folder / f"{phase}-{role}.ready"
+
+    def mark(self, phase: str) -> None:
+        """Tell the others this agent is past `phase`, without waiting for them."""
+        write_atomic(self.marker(phase, self.role), f"{time.time()}\n")
+
+    def arrive(self, phase: str) -> None:
+        self.mark(phase)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            missing = [r for r in ROLES if not self.marker(phase, r).exists()]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise BarrierTimeout(
+                    f"the {' and '.join(missing)} agent did not reach {phase!r} within "
+                    f"{self.timeout:g} s (is it running, with the same --barrier folder "
+                    f"{self.folder}?)"
+                )
+            time.sleep(BARRIER_POLL_S)
 
 
 class Agent:
@@ -294,10 +332,13 @@ class Agent:
             preference = capital(self.rng.choice(PREFERENCES))
             section, line = "Preferences", f"- [{entry_id}] {preference}."
         before = read_text(self.workspace / MEMORY)
+        read_at = time.time()
         if stale:
             time.sleep(STALE_READ_DELAY)  # the other instance's edits land meanwhile
         mode = self.rewrite(MEMORY, insert_under(before, section, line))
-        self.record(Entry(entry_id, self.role, kind, MEMORY, line, mode, stale))
+        self.record(
+            Entry(entry_id, self.role, kind, MEMORY, line, mode, stale, read_at if stale else None)
+        )
 
     def daily_note(self) -> None:
         """Append to today's memory/YYYY-MM-DD.md, creating it with its heading."""
@@ -339,29 +380,26 @@ class Agent:
             self.burst_left = LOCAL_BURST
 
 
-def run(agent: Agent, entries: int, start_at: float, same_line_at: float) -> None:
-    """Write `entries` entries at agent pace, with the shared-line moment in between.
+def run(agent: Agent, entries: int, barrier: Barrier) -> None:
+    """Write `entries` entries at agent pace, changing the shared line halfway.
 
-    The cloud agent's entry right after that moment is its stale rewrite. If the moment falls
-    after the other entries, the last entry is held back for it, so the stale rewrite always
-    happens.
+    Both agents start together and change the shared line together (the barrier). The cloud
+    agent's entry right after that is its stale rewrite.
     """
-    wait_until(start_at)
+    focus_at = min(entries // 2, entries - 1)
+    barrier.arrive("start")
+    if agent.focus_done:
+        barrier.mark("focus")  # resumed past the shared line: do not hold the other agent
     while agent.done < entries:
-        low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
-        pause = agent.rng.uniform(low, high)
-        last = agent.done == entries - 1
-        if not agent.focus_done and (time.time() + pause >= same_line_at or last):
-            wait_until(same_line_at)
+        if not agent.focus_done and agent.done >= focus_at:
+            barrier.arrive("focus")
             agent.change_focus()
             if agent.role == "cloud":
                 agent.step(stale=True)
             continue
-        time.sleep(pause)
+        low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
+        time.sleep(agent.rng.uniform(low, high))
         agent.step()
-    if not agent.focus_done:
-        wait_until(same_line_at)
-        agent.change_focus()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,12 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--role", choices=("cloud", "local"), required=True)
     parser.add_argument("--dir", type=Path, required=True, help="the agent's workspace")
     parser.add_argument("--entries", type=int, required=True, help="entries to write (>= 1)")
-    parser.add_argument("--start-at", type=float, help="epoch seconds of the first write")
-    parser.add_argument("--same-line-at", type=float,
-                        help="epoch seconds at which both agents change the same line")
-    parser.add_argument("--schedule", type=Path,
-                        help='JSON file {"start_at": ..., "same_line_at": ...} instead of the two '
-                             "flags (written by deploy/schedule.py in docker compose)")
+    parser.add_argument("--barrier", type=Path, required=True,
+                        help="folder shared with the other agent, where both wait for each other "
+                             "before starting and before changing the same line (emptied of "
+                             "*.ready markers before a run)")
+    parser.add_argument("--barrier-timeout", type=float, default=BARRIER_TIMEOUT_S,
+                        help=f"seconds to wait for the other agent (default {BARRIER_TIMEOUT_S:g})")
     parser.add_argument("--seed", type=int, help="random seed (default: fixed per role)")
     parser.add_argument("--log", type=Path,
                         help=f"JSON-lines file listing every entry written; a second run resumes "
@@ -389,15 +427,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--dir {args.dir}: not a directory")
     if args.entries < 1:
         parser.error("--entries must be at least 1")
-    if args.schedule is not None:
-        try:
-            moments = json.loads(args.schedule.read_text(encoding="utf-8"))
-            args.start_at = float(moments["start_at"])
-            args.same_line_at = float(moments["same_line_at"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            parser.error(f"--schedule {args.schedule}: unreadable schedule ({exc})")
-    if args.start_at is None or args.same_line_at is None:
-        parser.error("give --start-at and --same-line-at, or --schedule")
+    if not args.barrier.is_dir():
+        parser.error(f"--barrier {args.barrier}: not a directory")
     if args.log is None:
         args.log = default_log(args.dir, args.role)
     return args
@@ -411,16 +442,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LogError, OSError) as exc:
         print(f"{args.role}: {exc}", file=sys.stderr)
         return 2
+    barrier = Barrier(args.barrier, args.role, args.barrier_timeout)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "a", encoding="utf-8") as log:
         agent = Agent(args.role, args.dir, rng, log, args.entries)
         agent.resume(records)
         if agent.finished(args.entries):
+            for phase in ("start", "focus"):  # an interrupted other agent may be resuming
+                barrier.mark(phase)
             print(f"{args.role}: already wrote {agent.done} entries and changed the focus line "
                   f"(log {args.log}): nothing to do", flush=True)
             return 0
         resumed = agent.done
-        run(agent, args.entries, args.start_at, args.same_line_at)
+        try:
+            run(agent, args.entries, barrier)
+        except BarrierTimeout as exc:
+            print(f"{args.role}: {exc}", file=sys.stderr)
+            return 1
     more = f" ({agent.done - resumed} in this run)" if resumed else ""
     print(f"{args.role}: wrote {agent.done} entries{more} and changed the focus line", flush=True)
     return 0

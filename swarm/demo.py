@@ -40,7 +40,6 @@ LOOPBACK = "127.0.0.1"
 MEMORY = "MEMORY.md"
 REDIS_START_S = 10.0
 SIDECAR_READY_S = 60.0
-AGENT_LEAD_S = 1.0  # time for both agent interpreters to start before the first write
 AGENT_PACE_S = 0.125  # mean pause between two agent writes (deploy/agent.py: 50-200 ms)
 AGENT_SLACK_S = 60.0
 STATUS_WAIT_S = 30
@@ -85,6 +84,11 @@ class LoggedEntry:
     def contested(self) -> bool:
         """The shared-line change: a conflict both sides made, so a merge may keep either."""
         return self.kind == "focus"
+
+
+def entry_log_path(workspace: Path, role: str) -> Path:
+    """Where a demo agent logs its entries by default (deploy/agent.py `default_log`)."""
+    return workspace / ".demo" / f"{role}-entries.jsonl"
 
 
 def read_entry_log(path: Path) -> list[LoggedEntry]:
@@ -347,21 +351,14 @@ def count_lines(path: Path) -> int:
 
 
 def agent_command(
-    agent: Path,
-    role: str,
-    workspace: Path,
-    log: Path,
-    *,
-    entries: int,
-    start_at: float,
-    same_line_at: float,
+    agent: Path, role: str, workspace: Path, *, entries: int, barrier: Path
 ) -> list[str]:
-    """The command line of one demo agent (`deploy/agent.py`): it appends `entries` lines from
-    `start_at` (epoch seconds) and edits the shared line at `same_line_at`, logging each."""
+    """The command line of one demo agent (`deploy/agent.py`): it writes `entries` lines into
+    `workspace` and logs them there, meeting the other agent in the shared folder `barrier`
+    before it starts and before it changes the line both change."""
     return [
         sys.executable, str(agent), "--role", role, "--dir", str(workspace),
-        "--entries", str(entries), "--start-at", repr(start_at),
-        "--same-line-at", repr(same_line_at), "--log", str(log),
+        "--entries", str(entries), "--barrier", str(barrier),
     ]  # fmt: skip
 
 
@@ -579,25 +576,19 @@ def _run(
             f"sidecar {role}: ready, http://{LOOPBACK}:{port}/status, folder {workspaces[role]}"
         )
 
-    start_at = time.time() + AGENT_LEAD_S
-    same_line_at = start_at + max(1.0, entries * AGENT_PACE_S / 2)
-    entry_logs = {role: root / "logs" / f"{role}-entries.jsonl" for role in ROLES}
+    barrier = root / "barrier"
+    barrier.mkdir()
+    entry_logs = {role: entry_log_path(workspace, role) for role, workspace in workspaces.items()}
     agents = {
         role: procs.start(
             f"{role}-agent",
             agent_command(
-                deploy / "agent.py",
-                role,
-                workspace,
-                entry_logs[role],
-                entries=entries,
-                start_at=start_at,
-                same_line_at=same_line_at,
+                deploy / "agent.py", role, workspace, entries=entries, barrier=barrier
             ),
         )
         for role, workspace in workspaces.items()
     }
-    deadline = time.monotonic() + AGENT_LEAD_S + entries * 2 * AGENT_PACE_S + AGENT_SLACK_S
+    deadline = time.monotonic() + entries * 2 * AGENT_PACE_S + AGENT_SLACK_S
     try:
         watch_agents(agents, entry_logs, workspaces, entries, deadline, console)
         for role, child in agents.items():

@@ -366,7 +366,42 @@ def test_agents_share_the_memory_folder_of_their_own_sidecar(
             f"{role} agent and {sidecar} do not share one memory volume"
         )
         volumes_by_role[role] = sidecar_mounts[memory_dir]
+        log = args.log or load_agent_module().default_log(args.dir, role)
+        assert log.is_relative_to(args.dir), (
+            f"{role} agent must log in its memory volume, where a second `up` finds the log"
+        )
     assert len(set(volumes_by_role.values())) == len(SIDECARS), "the nodes must not share a folder"
+
+
+def test_agents_meet_at_a_barrier_that_is_reset_before_they_start(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Both agents wait for each other in one shared folder, and a one-shot service clears the
+    markers a previous `up` left there before either starts (else they would not wait)."""
+    module = load_agent_module()
+    parser = module.build_parser()
+    barrier_volumes = set()
+    for role in SIDECARS.values():
+        agent = services[role]
+        args = parser.parse_args(argv_of(agent["command"]))
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in agent["volumes"]}
+        barrier_volumes.add(mounts[str(args.barrier)])
+        reset = [name for name, cond in depends_on(agent).items()
+                 if cond == "service_completed_successfully"]
+        assert reset == ["barrier-reset"], f"{role} must start after the barrier is reset"
+    assert len(barrier_volumes) == 1, "both agents must share one barrier folder"
+
+    reset = services["barrier-reset"]
+    [folder] = [str(v).split(":")[1] for v in reset["volumes"]
+                if str(v).split(":")[0] in barrier_volumes]
+    for role in SIDECARS.values():
+        for phase in ("start", "focus"):
+            module.Barrier(tmp_path, role).mark(phase)
+    keep = tmp_path / "unrelated.txt"
+    keep.write_text("x", encoding="utf-8")
+    script = argv_of(reset["command"])[-1].replace(folder, str(tmp_path))
+    subprocess.run([*argv_of(reset["entrypoint"]), script], check=True, timeout=30)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["unrelated.txt"]
 
 
 def test_status_service_asks_the_demo_swarm(services: dict[str, dict[str, Any]]) -> None:

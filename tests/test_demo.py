@@ -28,10 +28,8 @@ def test_swarm_demo_runs_end_to_end_and_proves_one_memory(tmp_path: Path) -> Non
     assert digest.pop() in result.stdout.replace("\n", "")
     # ...and every entry each agent logged present exactly once, on both nodes.
     for role in ("cloud", "local"):
-        entries = [
-            json.loads(line)
-            for line in (workdir / "logs" / f"{role}-entries.jsonl").read_text().splitlines()
-        ]
+        log = workdir / role / ".demo" / f"{role}-entries.jsonl"
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
         assert len(entries) >= 8
         for entry in entries:
             if entry.get("kind") == "focus":

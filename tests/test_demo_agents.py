@@ -2,9 +2,9 @@
 
 No daemon runs here: each agent edits its own copy of the seed workspace. What the demo relies
 on is checked: the agents write every entry they log, exactly once, in valid UTF-8, in the
-OpenClaw layout; both change the same line at the scheduled moment; the cloud agent's stale
-rewrite really writes back an old copy; and the demo's verifier tells a correct result from a lost
-or duplicated entry.
+OpenClaw layout; they wait for each other and change the same line at the same moment; the cloud
+agent's stale rewrite really writes back an old copy; run again, they add nothing; and the demo's
+verifier tells a correct result from a lost or duplicated entry.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from swarm.demo import (
     DemoError,
     agent_command,
     compare_nodes,
+    entry_log_path,
     entry_problems,
     read_entry_log,
     run_demo,
@@ -49,31 +50,29 @@ def seeded(tmp_path: Path, name: str) -> Path:
 def start_agent(
     role: str,
     workspace: Path,
-    log: Path,
+    barrier: Path,
     *,
-    start_at: float,
-    same_line_at: float,
     entries: int = ENTRIES,
+    timeout: float | None = None,
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        agent_command(
-            AGENT,
-            role,
-            workspace,
-            log,
-            entries=entries,
-            start_at=start_at,
-            same_line_at=same_line_at,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = agent_command(AGENT, role, workspace, entries=entries, barrier=barrier)
+    if timeout is not None:
+        argv += ["--barrier-timeout", str(timeout)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen[str]) -> None:
-    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+def run_both(workspaces: dict[str, Path], barrier: Path, entries: int = ENTRIES) -> list[str]:
+    """Both agents at once, as the demo runs them; their stdout."""
+    for marker in barrier.glob("*.ready"):  # what compose's barrier-reset service does
+        marker.unlink()
+    procs = [start_agent(role, ws, barrier, entries=entries) for role, ws in workspaces.items()]
+    return [finish(proc) for proc in procs]
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, stderr
+    return stdout
 
 
 def log_records(log: Path) -> list[dict[str, Any]]:
@@ -104,16 +103,11 @@ def load_agent_module() -> ModuleType:
 def both_agents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """Both agents run once, concurrently, each on its own seeded workspace."""
     root = tmp_path_factory.mktemp("agents")
-    start_at = time.time() + 0.3
-    same_line_at = start_at + 0.8
-    runs = {role: (seeded(root, role), root / f"{role}.jsonl") for role in ("cloud", "local")}
-    procs = [
-        start_agent(role, ws, log, start_at=start_at, same_line_at=same_line_at)
-        for role, (ws, log) in runs.items()
-    ]
-    for proc in procs:
-        finish(proc)
-    return runs
+    barrier = root / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(root, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier)
+    return {role: (ws, entry_log_path(ws, role)) for role, ws in workspaces.items()}
 
 
 def test_every_logged_entry_is_written_exactly_once(
@@ -226,47 +220,49 @@ def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
     assert len(added) == 1 and added[0].startswith("- [cloud-001] ")
 
 
-def test_a_finished_agent_run_again_adds_nothing(tmp_path: Path) -> None:
+def other_agent_is_done(barrier: Path, role: str) -> None:
+    """Mark every phase for `role`, as a finished agent run again does."""
+    for phase in ("start", "focus"):
+        load_agent_module().Barrier(barrier, role).mark(phase)
+
+
+def test_finished_agents_run_again_add_nothing(tmp_path: Path) -> None:
     """A second `docker compose up` without `down -v` starts the finished agents again on the
     same volumes: they must not write their entries a second time."""
-    workspace = seeded(tmp_path, "cloud")
-    log = tmp_path / "cloud.jsonl"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(tmp_path, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier, entries=4)
+    first = {role: demo.synced_files(ws) for role, ws in workspaces.items()}
+    logs = {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()}
 
-    def run_once() -> None:
-        start_at = time.time() + 0.1
-        finish(start_agent("cloud", workspace, log, start_at=start_at,
-                           same_line_at=start_at + 0.2, entries=4))
-
-    run_once()
-    first = demo.synced_files(workspace)
-    first_log = log.read_text(encoding="utf-8")
-    run_once()
-    assert demo.synced_files(workspace) == first
-    assert log.read_text(encoding="utf-8") == first_log
-    assert entry_problems(read_entry_log(log), {"cloud": workspace}) == []
+    outputs = run_both(workspaces, barrier, entries=4)
+    assert all("nothing to do" in output for output in outputs)
+    assert {role: demo.synced_files(ws) for role, ws in workspaces.items()} == first
+    assert {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()} == logs
 
 
 def test_an_interrupted_agent_resumes_without_repeating_an_id(tmp_path: Path) -> None:
     """Killed mid-run, an agent may leave a torn last log line and an entry on disk it never
     logged; run again, it writes only the missing entries, under new ids."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    other_agent_is_done(barrier, "local")
     workspace = seeded(tmp_path, "cloud")
-    log = tmp_path / "cloud.jsonl"
-    start_at = time.time() + 0.1
-    finish(start_agent("cloud", workspace, log, start_at=start_at, same_line_at=start_at + 0.1,
-                       entries=3))
+    log = entry_log_path(workspace, "cloud")
+    finish(start_agent("cloud", workspace, barrier, entries=3))
     unlogged = "- [cloud-004] Decided: an entry written just before the kill."
     memory = workspace / "MEMORY.md"
     memory.write_text(memory.read_text(encoding="utf-8") + unlogged + "\n", encoding="utf-8")
     with open(log, "a", encoding="utf-8") as handle:
         handle.write('{"id": "cloud-0')  # the kill landed mid-record
 
-    start_at = time.time() + 0.1
-    finish(start_agent("cloud", workspace, log, start_at=start_at, same_line_at=start_at,
-                       entries=6))
+    output = finish(start_agent("cloud", workspace, barrier, entries=6))
+    assert "wrote 6 entries (3 in this run)" in output
     entries = read_entry_log(log)
     assert [entry.id for entry in entries if not entry.contested] == [
         "cloud-001", "cloud-002", "cloud-003", "cloud-005", "cloud-006", "cloud-007"
-    ]
+    ]  # fmt: skip
     assert sum(entry.contested for entry in entries) == 1
     assert entry_problems(entries, {"cloud": workspace}) == []
     assert memory.read_text(encoding="utf-8").count("[cloud-004]") == 1
@@ -274,9 +270,10 @@ def test_an_interrupted_agent_resumes_without_repeating_an_id(tmp_path: Path) ->
 
 def test_agent_refuses_a_log_it_did_not_write_with_one_line(tmp_path: Path) -> None:
     workspace = seeded(tmp_path, "local")
-    log = tmp_path / "local.jsonl"
+    log = entry_log_path(workspace, "local")
+    log.parent.mkdir()
     log.write_text("not json\n{}\n", encoding="utf-8")
-    proc = start_agent("local", workspace, log, start_at=0, same_line_at=0, entries=2)
+    proc = start_agent("local", workspace, tmp_path, entries=2)
     _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 2
     assert len(stderr.strip().splitlines()) == 1 and "not an entry record" in stderr
@@ -284,72 +281,44 @@ def test_agent_refuses_a_log_it_did_not_write_with_one_line(tmp_path: Path) -> N
 
 
 def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(AGENT),
-            "--role",
-            "cloud",
-            "--dir",
-            str(tmp_path / "nope"),
-            "--entries",
-            "3",
-            "--start-at",
-            "0",
-            "--same-line-at",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].endswith("not a directory")
+    proc = start_agent("cloud", tmp_path / "nope", tmp_path, entries=3)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 2
+    assert stderr.strip().splitlines()[-1].endswith("not a directory")
 
 
-def test_agent_reads_a_shared_schedule_file(tmp_path: Path) -> None:
+def test_an_agent_writes_nothing_until_the_other_arrives(tmp_path: Path) -> None:
+    """However late the other container starts, the first agent waits for it; if it never
+    comes, the agent says which one and where, in one line, and has written nothing."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     workspace = seeded(tmp_path, "local")
-    schedule = tmp_path / "schedule.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "schedule.py"),
-            "--out",
-            str(schedule),
-            "--lead",
-            "0",
-            "--same-line-after",
-            "0.2",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    log = tmp_path / "local.jsonl"
-    subprocess.run(
-        [
-            sys.executable,
-            str(AGENT),
-            "--role",
-            "local",
-            "--dir",
-            str(workspace),
-            "--entries",
-            "4",
-            "--schedule",
-            str(schedule),
-            "--log",
-            str(log),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    moments = json.loads(schedule.read_text(encoding="utf-8"))
-    focus = next(r for r in log_records(log) if r["kind"] == "focus")
-    assert focus["at"] >= moments["same_line_at"]
-    assert entry_problems(read_entry_log(log), {"local": workspace}) == []
+    before = demo.synced_files(workspace)
+    proc = start_agent("local", workspace, barrier, entries=4, timeout=1.0)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"local: the cloud agent did not reach 'start' within 1 s (is it running, with the "
+        f"same --barrier folder {barrier}?)"
+    ]
+    assert demo.synced_files(workspace) == before
+    assert read_entry_log(entry_log_path(workspace, "local")) == []
+
+
+def test_a_resuming_agent_is_not_held_by_the_other_that_already_finished(tmp_path: Path) -> None:
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(tmp_path, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier, entries=4)
+    log = entry_log_path(workspaces["local"], "local")
+    kept = log.read_text(encoding="utf-8").splitlines()[:1]  # interrupted before the focus line
+    log.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    run_both(workspaces, barrier, entries=4)
+    entries = read_entry_log(log)
+    assert sum(not entry.contested for entry in entries) == 4
+    assert sum(entry.contested for entry in entries) == 1
+    assert entry_problems(entries, {"local": workspaces["local"]}) == []
 
 
 # ---------------------------------------------------------------- the demo's verdict
