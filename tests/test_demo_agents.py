@@ -24,14 +24,16 @@ import pytest
 from rich.console import Console
 
 from swarm import demo
-from swarm.demo import (
-    DemoError,
-    agent_command,
+from swarm.demo import DemoError, agent_command, run_demo
+from swarm.verify import (
+    LoggedEntry,
     compare_nodes,
     entry_log_path,
     entry_problems,
+    focus_story,
     read_entry_log,
-    run_demo,
+    stale_story,
+    synced_files,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,12 +235,12 @@ def test_finished_agents_run_again_add_nothing(tmp_path: Path) -> None:
     barrier.mkdir()
     workspaces = {role: seeded(tmp_path, role) for role in ("cloud", "local")}
     run_both(workspaces, barrier, entries=4)
-    first = {role: demo.synced_files(ws) for role, ws in workspaces.items()}
+    first = {role: synced_files(ws) for role, ws in workspaces.items()}
     logs = {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()}
 
     outputs = run_both(workspaces, barrier, entries=4)
     assert all("nothing to do" in output for output in outputs)
-    assert {role: demo.synced_files(ws) for role, ws in workspaces.items()} == first
+    assert {role: synced_files(ws) for role, ws in workspaces.items()} == first
     assert {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()} == logs
 
 
@@ -293,7 +295,7 @@ def test_an_agent_writes_nothing_until_the_other_arrives(tmp_path: Path) -> None
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     workspace = seeded(tmp_path, "local")
-    before = demo.synced_files(workspace)
+    before = synced_files(workspace)
     proc = start_agent("local", workspace, barrier, entries=4, timeout=1.0)
     _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 1
@@ -301,7 +303,7 @@ def test_an_agent_writes_nothing_until_the_other_arrives(tmp_path: Path) -> None
         f"local: the cloud agent did not reach 'start' within 1 s (is it running, with the "
         f"same --barrier folder {barrier}?)"
     ]
-    assert demo.synced_files(workspace) == before
+    assert synced_files(workspace) == before
     assert read_entry_log(entry_log_path(workspace, "local")) == []
 
 
@@ -352,6 +354,43 @@ def test_demo_verifier_accepts_identical_nodes_and_catches_loss_and_duplicates(
     assert entry_problems(entries, nodes) == [
         f"local: {lost.token} appears 2 times (2 as its line in MEMORY.md)"
     ]
+
+
+def entry(id_: str, kind: str, line: str, at: float, **extra: Any) -> LoggedEntry:
+    return LoggedEntry(id_, id_.split("-")[0], kind, "MEMORY.md", line, at, **extra)
+
+
+def test_stale_story_names_the_other_agents_lines_and_never_claims_a_lost_one_kept() -> None:
+    stale = entry("cloud-009", "decision", "- [cloud-009] Decided: x.", 10.3, stale=True,
+                  read_at=10.0)
+    before = entry("local-004", "memory-note", "- [local-004] a", 9.9)
+    meanwhile = [entry(f"local-00{n}", "memory-note", f"- [local-00{n}] n{n}", 10.0 + n / 10)
+                 for n in (1, 2)]
+    focus = entry("local-focus", "focus", "- Current focus: l [local-focus]", 10.05)
+    entries = [stale, before, *meanwhile, focus]
+    merged = "\n".join(e.line for e in entries) + "\n"
+
+    story = stale_story(entries, {"MEMORY.md": merged})
+    assert story == (
+        "the stale rewrite: cloud wrote MEMORY.md back from a copy read 0.30 s earlier "
+        "([cloud-009]); meanwhile local wrote 2 lines there ([local-001], [local-002]): "
+        "all 2 kept, and its own new line too"
+    )
+    without = merged.replace(meanwhile[1].line + "\n", "")
+    assert "only 1 of 2 kept" in stale_story(entries, {"MEMORY.md": without})
+    assert stale_story([before], {"MEMORY.md": merged}) == "no stale rewrite in the agents' logs"
+
+
+def test_focus_story_shows_which_edit_of_the_shared_line_the_merge_kept() -> None:
+    cloud = entry("cloud-focus", "focus", "- Current focus: c [cloud-focus]", 5.0)
+    local = entry("local-focus", "focus", "- Current focus: l [local-focus]", 5.004)
+    both = f"# M\n{cloud.line}\n{local.line}\n"
+    assert focus_story([cloud, local], both) == (
+        "the line cloud and local changed at the same moment (4 ms apart): the merge kept both "
+        f"edits, one line each\n    {cloud.line}\n    {local.line}"
+    )
+    assert "the merge kept local's edit" in focus_story([cloud, local], f"# M\n{local.line}\n")
+    assert "the merge kept neither edit" in focus_story([cloud, local], "# M\n")
 
 
 def test_demo_without_redis_server_or_url_says_how_to_install(
