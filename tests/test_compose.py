@@ -3,7 +3,8 @@
 No Docker runs on the development machines, so this is how the compose topology is proven: the
 file validates against the Compose Specification schema, and everything it names (build files,
 scripts, ports, environment variables, CLI flags, dependency conditions) exists in the project
-and matches what the daemon, the CLI and the demo agents actually accept.
+and matches what the daemon, the CLI and the demo agents actually accept. What a user runs after
+`up` (`docker compose run --rm status`, a second `up`) must not re-run the demo.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ STATUS_FLAGS_CONTRACT = frozenset(
     {"--swarm", "--redis-url", "--json", "--files", "--wait", "--watch"}
 )
 SIDECARS = {"cloud-swarm": "cloud", "local-swarm": "local"}  # sidecar -> its agent
+LONG_RUNNING = {"redis", *SIDECARS}
+# Top-level keys both Compose v2 and v1.29 (docker-compose) accept; v1 rejects `name:`.
+PORTABLE_TOP_LEVEL = {"services", "volumes", "networks", "configs", "secrets"}
 
 
 # ---------------------------------------------------------------- loading
@@ -420,6 +424,87 @@ def test_status_service_asks_the_demo_swarm(services: dict[str, dict[str, Any]])
     assert float(parsed.wait) > 0
 
 
+def mounts_of(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Target path -> (volume, mode) of a service's short-syntax volumes."""
+    found = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = str(spec).split(":")
+        found[target] = (source, mode[0] if mode else "rw")
+    return found
+
+
+def test_status_runs_alone_and_not_in_up(services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose run --rm status` starts what status depends on: depending on the agents
+    ran the whole demo a second time. It must start nothing, and `up` must not run it before the
+    agents finished (up ends with verify instead)."""
+    status = services["status"]
+    assert depends_on(status) == {}, "`run --rm status` would start these services again"
+    assert status.get("profiles"), "status in `up` would judge the swarm before the agents ran"
+
+
+def test_verify_proves_both_memory_volumes_read_only_after_the_agents(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from swarm.cli_demo import verify as verify_command
+
+    verify = services["verify"]
+    assert not verify.get("profiles"), "`up` must end with the proof"
+    argv = [*argv_of(verify.get("entrypoint")), *argv_of(verify.get("command"))]
+    assert argv[:2] == ["swarm", "verify"]
+    params = verify_command.make_context("verify", argv[2:]).params  # the real CLI parses it
+    mounts = mounts_of(verify)
+    memory_volumes = set()
+    for sidecar, agent in SIDECARS.items():
+        memory_dir = effective_env(services[sidecar])["SWARM_DIR"]
+        memory_volumes.add(mounts_of(services[sidecar])[memory_dir][0])
+        assert depends_on(verify).get(agent) == "service_completed_successfully"
+    given = [mounts[str(folder)] for folder in params["folders"]]
+    assert {volume for volume, _ in given} == memory_volumes and len(given) == len(SIDECARS)
+    assert all(mode == "ro" for _, mode in given), "verify must not write the memories"
+    sidecar_env = effective_env(services["cloud-swarm"])
+    assert params["swarm"] == sidecar_env["SWARM_NAME"]
+    assert params["redis_url"] == sidecar_env["SWARM_REDIS_URL"]
+    assert depends_on(verify).get("redis") == "service_healthy"
+    assert params["wait"] > 0
+
+
+def test_sidecars_show_their_node_name_as_host(services: dict[str, dict[str, Any]]) -> None:
+    """The status table's host column shows the container's hostname: an id unless it is set."""
+    for sidecar, role in SIDECARS.items():
+        assert services[sidecar].get("hostname") == role
+
+
+def test_long_running_services_restart_alike_and_one_shots_never(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        if name in LONG_RUNNING:
+            assert service.get("restart") == "unless-stopped", f"{name} needs a restart policy"
+        else:
+            assert service.get("restart", "no") == "no", f"one-shot {name} would run again"
+
+
+def test_published_ports_leave_the_daemons_default_port_free(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A user already running `swarm daemon` on this machine holds 127.0.0.1:8732."""
+    from swarm.config import DEFAULT_HTTP
+
+    published = [
+        int(str(mapping).split(":")[-2])
+        for service in services.values()
+        for mapping in service.get("ports", [])
+    ]
+    assert published, "the sidecars' HTTP endpoints should be reachable from the host"
+    assert port_of(DEFAULT_HTTP) not in published
+    assert len(set(published)) == len(published)
+
+
+def test_the_file_works_with_compose_v1_and_v2(compose: dict[str, Any]) -> None:
+    extra = {key for key in compose if not key.startswith("x-")} - PORTABLE_TOP_LEVEL
+    assert not extra, f"docker-compose v1 rejects the top-level keys {sorted(extra)}"
+
+
 # ---------------------------------------------------------------- start order
 
 
@@ -427,10 +512,6 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
     for sidecar, agent in SIDECARS.items():
         assert depends_on(services[sidecar]).get("redis") == "service_healthy"
         assert depends_on(services[agent]).get(sidecar) == "service_healthy"
-    status_deps = depends_on(services["status"])
-    assert all(
-        status_deps.get(agent) == "service_completed_successfully" for agent in SIDECARS.values()
-    ), "status must judge the swarm after the agents"
     for name, service in services.items():
         for dependency, condition in depends_on(service).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
