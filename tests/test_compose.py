@@ -1,4 +1,4 @@
-"""compose.yaml and the image, checked without a Docker engine.
+"""compose.yaml, checked without a Docker engine (the image itself: tests/test_image.py).
 
 No Docker runs on the development machines, so this is how the compose topology is proven: the
 file validates against the Compose Specification schema, and everything it names (build files,
@@ -10,19 +10,14 @@ and matches what the daemon, the CLI and the demo agents actually accept. What a
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import importlib.util
 import inspect
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,13 +26,19 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from dockerfile import (
+    APP_ROOT,
+    DOCKERFILE,
+    REPO,
+    app_paths,
+    copied_into_app,
+    image_env,
+    port_of,
+    repo_path,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
 SCHEMA_FILE = REPO / "tests" / "data" / "compose-spec.json"  # vendored: see tests/data/README.md
-DOCKERFILE = REPO / "daemon" / "Dockerfile"
-DOCKERIGNORE = REPO / ".dockerignore"
-APP_ROOT = "/app/"  # where daemon/Dockerfile puts the project inside the image
 
 # The daemon's environment contract (issues 3 and 4); used until swarm.config exists.
 DAEMON_ENV_CONTRACT = frozenset(
@@ -80,38 +81,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        whole = (pending + line).strip()
-        pending = ""
-        keyword, _, rest = whole.partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-    return instructions
-
-
-def instruction_args(instructions: list[tuple[str, str]], keyword: str) -> list[str]:
-    return [rest for key, rest in instructions if key == keyword]
-
-
-def exec_form(text: str) -> list[str]:
-    """The argv of a Dockerfile exec-form (JSON array) or shell-form argument."""
-    text = text.strip()
-    if text.startswith("["):
-        parsed = json.loads(text)
-        assert isinstance(parsed, list)
-        return [str(item) for item in parsed]
-    return shlex.split(text)
-
-
 def argv_of(value: Any) -> list[str]:
     """A compose command/entrypoint/healthcheck test as a list of strings."""
     if value is None:
@@ -129,16 +98,6 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in environment.items()}
 
 
-def image_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for rest in instruction_args(dockerfile_instructions(), "ENV"):
-        for token in shlex.split(rest):
-            key, sep, value = token.partition("=")
-            if sep:
-                env[key] = value
-    return env
-
-
 def effective_env(service: dict[str, Any]) -> dict[str, str]:
     """What the process sees: the image's ENV, overridden by the service's environment."""
     env = image_env() if "build" in service else {}
@@ -151,22 +110,6 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(deps, list):
         return {name: "service_started" for name in deps}
     return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
-
-
-def app_paths(words: list[str]) -> Iterator[str]:
-    """Every /app/... path mentioned in a command (also inside `sh -c` scripts)."""
-    for word in words:
-        for match in re.finditer(r"/app/[\w./-]+", word):
-            yield match.group(0)
-
-
-def repo_path(app_path: str) -> Path:
-    rel = app_path.removeprefix(APP_ROOT).rstrip("/.")
-    return REPO / rel
-
-
-def port_of(host_port: str) -> int:
-    return int(host_port.rpartition(":")[2])
 
 
 def optional_module(name: str) -> ModuleType | None:
@@ -201,18 +144,6 @@ def status_flags() -> frozenset[str]:
     return frozenset(opt for param in command.params for opt in getattr(param, "opts", []))
 
 
-def copied_into_app() -> set[str]:
-    """Top-level names the Dockerfile copies into its WORKDIR (/app)."""
-    names: set[str] = set()
-    for rest in instruction_args(dockerfile_instructions(), "COPY"):
-        *sources, target = (word for word in exec_form(rest) if not word.startswith("--"))
-        if target.rstrip("/") in ("", ".", APP_ROOT.rstrip("/")):
-            names.update(Path(source).name for source in sources)
-        else:
-            names.add(Path(target).name)
-    return names
-
-
 def load_agent_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("demo_agent", REPO / "deploy" / "agent.py")
     assert spec is not None and spec.loader is not None
@@ -243,6 +174,8 @@ def test_the_demo_topology_is_complete(services: dict[str, dict[str, Any]]) -> N
 
 
 # ---------------------------------------------------------------- files and image
+
+
 
 
 def test_every_build_context_and_dockerfile_exists(services: dict[str, dict[str, Any]]) -> None:
@@ -277,38 +210,6 @@ def test_every_file_a_service_runs_exists_in_the_image(services: dict[str, dict[
     assert any("deploy/seed" in path for path in mentioned)
 
 
-def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
-    instructions = dockerfile_instructions()
-    assert instruction_args(instructions, "FROM")[0].startswith("python:3.11-slim")
-    users = instruction_args(instructions, "USER")
-    assert users, "the image must switch to a non-root USER"
-    assert users[-1].split(":")[0] not in {"root", "0"}
-    assert exec_form(instruction_args(instructions, "ENTRYPOINT")[-1]) == ["swarm", "daemon"]
-    healthchecks = instruction_args(instructions, "HEALTHCHECK")
-    assert healthchecks, "the image needs a HEALTHCHECK"
-    check = exec_form(healthchecks[-1].partition("CMD")[2])
-    for app_path in app_paths(check):
-        assert repo_path(app_path).is_file(), f"HEALTHCHECK runs missing {app_path}"
-    assert any(
-        instruction.startswith("pip install")
-        for instruction in instruction_args(instructions, "RUN")
-    ), "the image must install the project"
-
-
-def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> None:
-    ignored = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    for rest in instruction_args(dockerfile_instructions(), "COPY"):
-        *sources, _target = exec_form(rest)
-        for source in (s for s in sources if not s.startswith("--")):
-            assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-            hits = [p for p in ignored if fnmatch.fnmatch(source, p.removeprefix("**/"))]
-            assert not hits, f"COPY {source} is excluded by .dockerignore ({hits})"
-
-
 # ---------------------------------------------------------------- the daemon's contract
 
 
@@ -339,16 +240,6 @@ def test_sidecars_are_fully_configured_and_probe_their_own_port(
             assert port_of(str(mapping)) == port_of(http), f"{sidecar}: {mapping} misses the port"
         redis_url = urlsplit(env["SWARM_REDIS_URL"])
         assert redis_url.hostname in services and redis_url.port == 6379
-
-
-def test_image_defaults_match_the_daemons_port() -> None:
-    env = image_env()
-    exposed = {
-        int(port.split("/")[0])
-        for rest in instruction_args(dockerfile_instructions(), "EXPOSE")
-        for port in rest.split()
-    }
-    assert port_of(env["SWARM_HTTP"]) in exposed
 
 
 def test_agents_share_the_memory_folder_of_their_own_sidecar(
@@ -522,59 +413,3 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
                 )
 
 
-# ---------------------------------------------------------------- the healthcheck script
-
-
-class _Readiness(BaseHTTPRequestHandler):
-    ready = True
-
-    def do_GET(self) -> None:
-        ok = self.path == "/readyz" and type(self).ready
-        self.send_response(200 if ok else 503)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def readiness_server() -> Iterator[tuple[type[_Readiness], int]]:
-    handler = type("Readiness", (_Readiness,), {"ready": True})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield handler, int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "daemon" / "healthcheck.py"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def test_healthcheck_follows_readyz_on_the_port_of_swarm_http(
-    readiness_server: tuple[type[_Readiness], int],
-) -> None:
-    handler, port = readiness_server
-    assert run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"}).returncode == 0
-    handler.ready = False
-    failing = run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"})
-    assert failing.returncode == 1 and "unhealthy" in failing.stderr
-    handler.ready = True
-    assert run_healthcheck({}, f"http://127.0.0.1:{port}/readyz").returncode == 0
-
-
-def test_healthcheck_reports_a_disabled_or_bad_http_setting_in_one_line() -> None:
-    for value in ("0", "no-port"):
-        done = run_healthcheck({"SWARM_HTTP": value})
-        assert done.returncode == 1
-        assert len(done.stderr.strip().splitlines()) == 1 and "SWARM_HTTP" in done.stderr
