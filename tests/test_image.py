@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -22,13 +25,20 @@ from dockerfile import (
     port_of,
     repo_path,
 )
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 DOCKERIGNORE = REPO / ".dockerignore"
+LOCK = "daemon/requirements.txt"  # the image's pinned Python dependencies
+# An exact Python release on a named Debian release, or any image pinned by digest.
+PINNED_BASE = re.compile(
+    r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?|\S+@sha256:[0-9a-f]{64}"
+)
 
 
 def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
     instructions = dockerfile_instructions()
-    assert instruction_args(instructions, "FROM")[0].startswith("python:3.11-slim")
     users = instruction_args(instructions, "USER")
     assert users, "the image must switch to a non-root USER"
     assert users[-1].split(":")[0] not in {"root", "0"}
@@ -42,6 +52,90 @@ def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
         instruction.startswith("pip install")
         for instruction in instruction_args(instructions, "RUN")
     ), "the image must install the project"
+
+
+def test_base_image_is_pinned_to_an_exact_python_release() -> None:
+    base = instruction_args(dockerfile_instructions(), "FROM")[0].split()[0]
+    assert base.startswith("python:3.11"), "tests run on Python 3.11"
+    assert PINNED_BASE.fullmatch(base), f"FROM {base}: a moving tag builds a different image"
+
+
+def locked_versions() -> dict[NormalizedName, Version]:
+    pins: dict[NormalizedName, Version] = {}
+    for number, raw in enumerate((REPO / LOCK).read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and re.fullmatch(r"[A-Za-z0-9._-]+", name.strip()), (
+            f"{LOCK}:{number}: {raw!r} is not NAME==VERSION"
+        )
+        pins[canonicalize_name(name.strip())] = Version(version.strip())
+    return pins
+
+
+def active(requirement: Requirement) -> bool:
+    """Whether the requirement applies on Linux with this Python (as in the image), no extras."""
+    return requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+
+
+def test_the_lock_pins_every_runtime_dependency_of_the_project() -> None:
+    pins = locked_versions()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{LOCK} does not pin {requirement.name}"
+        assert pins[name] in requirement.specifier, f"{LOCK}: {name} {pins[name]} is not {spec}"
+    # Transitive: for every pinned release installed here, its own requirements are pinned too.
+    for name, version in pins.items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if Version(dist.version) != version:
+            continue  # another release here: its metadata says nothing about the pinned one
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            dependency = canonicalize_name(requirement.name)
+            if active(requirement):
+                assert dependency in pins, f"{LOCK}: {name} needs {spec}, not pinned"
+                assert pins[dependency] in requirement.specifier, f"{LOCK}: {name} needs {spec}"
+
+
+def test_dependencies_install_in_a_layer_before_the_source() -> None:
+    """A source edit must not re-install every dependency (~35 s): the pinned dependencies are
+    installed from the lock file alone, then the project on top, without resolving again."""
+    instructions = dockerfile_instructions()
+    runs = [i for i, (key, rest) in enumerate(instructions) if key == "RUN" and "pip" in rest]
+    copies = [i for i, (key, _) in enumerate(instructions) if key == "COPY"]
+    locked = next((i for i in runs if f"-r {LOCK}" in instructions[i][1]), None)
+    assert locked is not None, f"no RUN installs the pinned dependencies (pip install -r {LOCK})"
+    copied_before = [
+        source
+        for i in copies
+        if i < locked
+        for source in exec_form(instructions[i][1])[:-1]
+        if not source.startswith("--")
+    ]
+    assert copied_before == [LOCK], "only the lock may be copied before the dependency layer"
+    source = next(i for i in copies if "swarm" in exec_form(instructions[i][1])[:-1])
+    assert locked < source
+    project = [instructions[i][1] for i in runs if i > source]
+    assert any("--no-deps" in rest and "pip check" in rest for rest in project), (
+        "the project must install without resolving again, and pip check the result"
+    )
+
+
+def test_pip_runs_without_the_root_warning() -> None:
+    instructions = dockerfile_instructions()
+    first_user = next((i for i, (key, _) in enumerate(instructions) if key == "USER"), None)
+    pip_as_root = any(
+        key == "RUN" and "pip" in rest and (first_user is None or i < first_user)
+        for i, (key, rest) in enumerate(instructions)
+    )
+    if pip_as_root:
+        assert image_env().get("PIP_ROOT_USER_ACTION") == "ignore"
 
 
 def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> None:
