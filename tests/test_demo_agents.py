@@ -421,5 +421,23 @@ def test_demo_refuses_a_workdir_that_is_not_empty(tmp_path: Path) -> None:
     assert (tmp_path / "keep.md").read_text(encoding="utf-8") == "user data\n"
 
 
+def test_demo_stops_watching_when_one_agent_fails(tmp_path: Path) -> None:
+    """The other agent waits at the barrier for the one that failed: the demo must not wait for
+    both to exit (until its deadline), but report the failure at once."""
+    procs = demo.Processes(tmp_path)
+    try:
+        agents = {
+            "cloud": procs.start("cloud", [sys.executable, "-c", "import time; time.sleep(120)"]),
+            "local": procs.start("local", [sys.executable, "-c", "raise SystemExit(3)"]),
+        }
+        logs = {role: tmp_path / f"{role}.jsonl" for role in agents}
+        demo.watch_agents(agents, logs, {r: tmp_path for r in agents}, 1,
+                          time.monotonic() + 60, Console(quiet=True))
+        assert agents["local"].proc.returncode == 3
+        assert agents["cloud"].proc.poll() is None
+    finally:
+        procs.stop_all()
+
+
 def test_demo_finds_its_agents_in_the_checkout() -> None:
     assert demo.deploy_dir() == REPO / "deploy"
