@@ -256,7 +256,8 @@ def watch_agents(
     deadline: float,
     console: Console,
 ) -> None:
-    """Live progress until both agents exit: entries written, lines of each MEMORY.md."""
+    """Live progress until both agents exit: entries written, lines of each MEMORY.md. One that
+    fails ends the watch at once: the other would wait for it at the barrier until its timeout."""
     columns = (
         TextColumn("[bold]{task.description:<12}"),
         BarColumn(),
@@ -273,7 +274,8 @@ def watch_agents(
                 progress.update(
                     task, completed=written, lines=count_lines(workspaces[role] / MEMORY)
                 )
-            if all(child.proc.poll() is not None for child in agents.values()):
+            codes = {role: child.proc.poll() for role, child in agents.items()}
+            if all(code is not None for code in codes.values()) or any(codes.values()):
                 return
             if time.monotonic() > deadline:
                 raise ProofFailed("the agents did not finish in time")
@@ -402,7 +404,7 @@ def _run(
     try:
         watch_agents(agents, entry_logs, workspaces, entries, deadline, console)
         for role, child in agents.items():
-            if child.proc.returncode != 0:
+            if child.proc.returncode not in (None, 0):
                 raise ProofFailed(
                     f"{role} agent exited with code {child.proc.returncode}: "
                     f"{log_tail(child.log) or child.log}"
