@@ -42,54 +42,14 @@ ROLES = ("cloud", "local")
 BARRIER_POLL_S = 0.01
 BARRIER_TIMEOUT_S = 180.0  # a slow host may take minutes to start the second container
 
-DECISIONS = (
-    "keep one CRDT document per memory file",
-    "render merged text atomically (tmp, fsync, rename)",
-    "use a Redis stream as the replay log behind pub/sub",
-    "treat SOUL.md as read-mostly; review changes by hand",
-    "tag every memory entry with the instance that wrote it",
-    "nightly compaction of the daily logs into MEMORY.md",
-    "never store tokens or secrets in memory — point to the vault instead",
-    "prefer line-level merges: a line is the unit of meaning",
-)
-PREFERENCES = (
-    "the user wants answers with the command first",
-    "the user reads diffs, not summaries — show the patch",
-    "café hours: no pings before 09:00 CET",
-    "naïve ideas welcome in brainstorms, flagged as such",
-    "units in SI; dates as 2025-06-02",
-    "code comments in English, commit messages imperative",
-    "the user likes ✅ checklists for multi-step tasks",
-    "keep status updates under five lines → details on request",
-)
-DAILY_NOTES = (
-    "ran the test suite: all green",
-    "opened a draft PR for the watcher debounce",
-    "user asked for a shorter README intro",
-    "pair session on the merge rules — notes in projects.md",
-    "benchmark: p50 sync latency under 10 ms on loopback",
-    "fixed a flaky test (poll with a deadline, no sleeps)",
-    "reviewed the compose file with the user",
-    "tried the demo offline: edits queued, then caught up",
-)
-TOPIC_NOTES = (
-    "idea: show the merge of a stale write in the demo",
-    "risk: an in-place write can be read half-written",
-    "todo: document the status table columns",
-    "done: sidecar health and readiness endpoints",
-    "question: how long should offline nodes stay in the table?",
-    "note: Größe of a snapshot stays bounded by compaction",
-)
-MEMORY_NOTES = (
-    "the laptop instance handles local builds and editor context",
-    "local runs keep working offline and catch up later",
-    "the user's repo lives at ~/src/swarm on the laptop",
-    "the local GPU is busy during benchmarks — schedule around it",
-)
-FOCUS_TEXT = {
-    "cloud": "review the cloud deployment (cloud)",
-    "local": "polish the local developer loop (local)",
-}
+# What the agents write (the text only; ids, sections and timing are the script's).
+PHRASES = json.loads((Path(__file__).resolve().parent / "phrases.json").read_text(encoding="utf-8"))
+DECISIONS: tuple[str, ...] = tuple(PHRASES["decisions"])
+PREFERENCES: tuple[str, ...] = tuple(PHRASES["preferences"])
+DAILY_NOTES: tuple[str, ...] = tuple(PHRASES["daily_notes"])
+TOPIC_NOTES: tuple[str, ...] = tuple(PHRASES["topic_notes"])
+MEMORY_NOTES: tuple[str, ...] = tuple(PHRASES["memory_notes"])
+FOCUS_TEXT: dict[str, str] = dict(PHRASES["focus"])
 
 
 @dataclass(frozen=True)
