@@ -1,4 +1,4 @@
-"""The `swarm` command: daemon, status, demo."""
+"""The `swarm` command: daemon, status, demo, verify."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from swarm import __version__, cli_memory
 from swarm.cli_admin import keygen
+from swarm.cli_demo import demo, verify
 from swarm.config import ConfigError, DaemonSettings, load_settings
 
 
@@ -91,26 +92,6 @@ def daemon(**flags: Any) -> None:
 
 
 @main.command()
-@click.option("--workdir", type=click.Path(path_type=Path), help="Where the demo nodes live.")
-@click.option("--redis-url", help="Use this Redis instead of starting a private redis-server.")
-@click.option("--entries", type=click.IntRange(1, 1000), default=12, show_default=True)
-@click.option("--swarm", default="demo", show_default=True)
-def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) -> None:
-    """Two instances of one agent (cloud and local) editing memory at once, then proof."""
-    from rich.console import Console
-
-    from swarm.demo import DemoError, run_demo
-
-    try:
-        code = run_demo(
-            workdir=workdir, redis_url=redis_url, entries=entries, swarm=swarm, console=Console()
-        )
-    except DemoError as exc:
-        _fail(str(exc), 1)
-    sys.exit(code)
-
-
-@main.command()
 @click.option("--swarm", help="Swarm name (or SWARM_NAME).")
 @click.option("--redis-url", help="Redis URL (or SWARM_REDIS_URL).")
 @click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings.")
@@ -178,6 +159,8 @@ def doctor(**flags: Any) -> None:
 
 
 main.add_command(keygen)
+main.add_command(demo)
+main.add_command(verify)
 
 for _command in cli_memory.COMMANDS:
     main.add_command(_command)
