@@ -110,14 +110,25 @@ class RuntimeCollector(Collector):
         rejected = CounterMetricFamily(
             "swarm_rejected_messages",
             "Input dropped, by reason: undecodable, unauthenticated, replayed (see "
-            "swarm.transport.codec), or an update the document could not apply (inapplicable).",
+            "swarm.transport.codec), or refused at the node's edge: a path no file system takes "
+            "(bad-path), one this node does not sync (refused-path), a file over the size limit "
+            "(oversize-file), an update that does not apply (inapplicable) or failed to "
+            "(apply-failed); see swarm.edge.",
             labels=["reason"],
         )
-        for reason, count in sorted(transport.rejected_by_reason.items()):
+        by_reason = dict(transport.rejected_by_reason)
+        for reason, count in node.rejected_by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+        by_reason.setdefault("inapplicable", 0)
+        for reason, count in sorted(by_reason.items()):
             rejected.add_metric([reason], count)
-        rejected.add_metric(["inapplicable"], node.rejected)
         yield rejected
         yield _counter("swarm_render_errors", "Renders that failed.", node.render_errors)
+        yield _gauge(
+            "swarm_files_in_error",
+            "Files whose render fails (quarantined, retried with backoff).",
+            len(runtime.node.health.failures),
+        )
         yield _counter(
             "swarm_ingest_errors", "Agent writes that failed to ingest.", node.ingest_errors
         )

@@ -405,6 +405,7 @@ class Replicator:
         """What this node tells the swarm about itself: enough for `swarm status` to decide
         convergence from state vectors and to show why a node lags."""
         files, digest = self._all_file_facts()
+        node = self.node
         return {
             "role": self.options.role,
             "host": self.host,
@@ -414,9 +415,11 @@ class Replicator:
             "outbox": self.node.store.outbox_depth(),
             "cursor": self.cursor,
             "lag": self.counters.lag,
-            "last_error": self.node.counters.last_error,
-            "skipped": dict(self.node.counters.skipped_files),
-            "deletions_held": self.node.deletions_held,
+            "last_error": node.last_error(),
+            "skipped": dict(node.counters.skipped_files),
+            "deletions_held": node.deletions_held,
+            "disk": node.health.summary(node.disk_states()),
+            "refused": node.edge.refused(),
             "files_digest": digest,
             "files": files,
         }
@@ -440,10 +443,13 @@ class Replicator:
         if cached is not None and cached[0] == doc.revision:
             return cached[1]
         sv = doc.state_vector()
+        content = doc.content.encode("utf-8")
         facts = {
             "sv": base64.b64encode(sv).decode(),
             "digest": vector.digest(vector.decode(sv)),
-            "size": len(doc.content.encode("utf-8")),
+            "size": len(content),
+            # The file's bytes as the document has them: status compares them across nodes.
+            "hash": hashlib.blake2b(content, digest_size=16).hexdigest(),
             "exists": doc.exists,
             "pending": doc.has_pending,
         }
@@ -490,6 +496,8 @@ class Replicator:
         wanted: dict[str, vector.StateVector] = {path: {} for path in behind}
         digests = {path: f["digest"] for path, f in facts.items()}
         for path, want in _union_by_path(differing, digests).items():
+            if self.node.refuses(path):
+                continue  # never synced here: asking for it would only be refused again
             doc = self.node.docs.get(path)
             have = doc.state_vector_dict() if doc is not None else {}
             lag = vector.missing(have, want)

@@ -101,7 +101,10 @@ def test_crafted_paths_and_sizes_are_refused_at_the_edge_and_never_stop_a_node(
             "an ordinary edit after the crafted ones",
             explain=group.logs,
         )
-        wait_until(lambda: (a.dir / grow).exists(), "the first, valid update of grow.md")
+        wait_until(
+            lambda: (a.dir / grow).exists() and (b.dir / grow).exists(),
+            "the first, valid update of grow.md",
+        )
         assert a.running and b.running, group.logs()
         for daemon in (a, b):
             assert not (daemon.dir / "d").exists()

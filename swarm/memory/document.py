@@ -122,6 +122,16 @@ class MemoryDoc:
         return render(self.stored_text, self.tail)
 
     @property
+    def stored_bytes(self) -> int:
+        """UTF-8 size of the stored text, without building it: at least the file's size, at
+        most two bytes more (the virtual terminator)."""
+        return len(self._text)
+
+    def content_bytes(self) -> int:
+        """The file's size in bytes."""
+        return len(self.content.encode("utf-8"))
+
+    @property
     def exists(self) -> bool:
         """A deleted file is one whose text is empty and whose exists flag is down: an edit made
         concurrently with the deletion leaves text behind, and then the edit wins."""
