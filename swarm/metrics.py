@@ -24,6 +24,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from swarm.transport.codec import SWARM_KEY
+from swarm.transport.redis_errors import CAUSES
+
 if TYPE_CHECKING:
     from swarm.daemon import Runtime
 
@@ -162,6 +165,18 @@ class RuntimeCollector(Collector):
             len(node.skipped_files),
         )
         yield _gauge("swarm_ready", "1 when caught up and connected to Redis.", int(runtime.ready))
+        problem = GaugeMetricFamily(
+            "swarm_problem",
+            "1 while a cause keeps this node from syncing: Redis unreachable or refusing the "
+            "credentials (redis-connection), out of memory (redis-oom), read-only (redis-readonly),"
+            " an ACL refusal (redis-noperm), another refusal (redis-refused), peers sealing with "
+            "another swarm key (swarm-key).",
+            labels=["cause"],
+        )
+        active = transport.problems.active if transport.problems is not None else {}
+        for cause in (*CAUSES, SWARM_KEY):
+            problem.add_metric([cause], int(cause in active))
+        yield problem
         yield _gauge(
             "swarm_redis_connected",
             "1 while the Redis subscription is live.",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 class Problem:
     message: str
     since: float  # time.time() when the cause started
+    kind: str  # a new log line is due when it changes (the message alone may vary)
 
 
 class Problems:
@@ -30,16 +31,20 @@ class Problems:
         self._limit = limit
         self._active: OrderedDict[str, Problem] = OrderedDict()
 
-    def report(self, key: str, message: str) -> bool:
-        """`key` is wrong, for the reason `message`; True (and one log line) if that is news."""
+    def report(
+        self, key: str, message: str, *, kind: str | None = None, level: int | None = None
+    ) -> bool:
+        """`key` is wrong, for the reason `message`; True (and one log line) if that is news:
+        a new key, or a new `kind` of it (default: the message)."""
+        kind = message if kind is None else kind
         known = self._active.get(key)
-        if known is not None and known.message == message:
+        self._active[key] = Problem(message, known.since if known else time.time(), kind)
+        if known is not None and known.kind == kind:
             return False
-        self._active[key] = Problem(message, known.since if known else time.time())
         self._active.move_to_end(key)
         while len(self._active) > self._limit:
             self._active.popitem(last=False)
-        self._log.log(self._level, "%s", message)
+        self._log.log(self._level if level is None else level, "%s", message)
         return True
 
     def resolve(self, key: str, message: str | None = None) -> bool:

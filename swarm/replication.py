@@ -31,6 +31,7 @@ from typing import Any
 from swarm.memory import MemoryDoc, vector
 from swarm.memory.batching import coalesce
 from swarm.node import Node
+from swarm.transport import codec
 from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
 from swarm.transport.redis_client import ReconnectBackoff
 from swarm.transport.redis_transport import RedisTransport, parse_stream_id
@@ -415,7 +416,8 @@ class Replicator:
             "outbox": self.node.store.outbox_depth(),
             "cursor": self.cursor,
             "lag": self.counters.lag,
-            "last_error": node.last_error(),
+            "last_error": self._problem() or node.last_error(),
+            "problems": self.redis.problems.active if self.redis and self.redis.problems else {},
             "skipped": dict(node.counters.skipped_files),
             "deletions_held": node.deletions_held,
             "disk": node.health.summary(node.disk_states()),
@@ -423,6 +425,11 @@ class Replicator:
             "files_digest": digest,
             "files": files,
         }
+
+    def _problem(self) -> str | None:
+        """The newest problem with Redis or the swarm key, if any."""
+        problems = self.redis.problems if self.redis is not None else None
+        return problems.newest() if problems else None
 
     def _all_file_facts(self) -> tuple[dict[str, dict[str, Any]], str]:
         """Every file's facts and their digest; the same objects while no document changed (the
@@ -481,6 +488,7 @@ class Replicator:
             self._catchup_wake.set()
         self._log_last_seen = last
         peers = await self.redis.presence()
+        self._check_keys()
         online = {node: info for node, info in peers.items() if node != self.options.node_id}
         self._peers = online
         # Peers holding exactly our state vectors need no per-file comparison: the usual case.
@@ -519,6 +527,24 @@ class Replicator:
             await self._publish(
                 Envelope(self.options.swarm, path, self.options.node_id, Kind.HELLO, sv)
             )
+
+    def _check_keys(self) -> None:
+        """Peers whose heartbeats this node cannot open hold another swarm key (or none, or
+        this node none): say so once, until every live peer is readable again."""
+        assert self.redis is not None
+        problems = self.redis.problems
+        if problems is None:
+            return
+        unreadable = {
+            node: reason
+            for node, (reason, _seen) in self.redis.unreadable_nodes.items()
+            if node != self.options.node_id
+        }
+        if unreadable:
+            message = codec.key_trouble(unreadable)  # one line per cause, not per peer
+            problems.report(codec.SWARM_KEY, message, kind=codec.SWARM_KEY)
+        else:
+            problems.resolve(codec.SWARM_KEY, "every live peer's heartbeat is readable again")
 
     # -- compaction (Redis) --------------------------------------------------------------------
 

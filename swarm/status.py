@@ -381,9 +381,15 @@ def _odd_content(
 
 
 def build_view(
-    swarm: str, now_ms: int, records: Iterable[NodeRecord], redis: RedisHeld
+    swarm: str,
+    now_ms: int,
+    records: Iterable[NodeRecord],
+    redis: RedisHeld,
+    unreadable: dict[str, tuple[str, int]] | None = None,
 ) -> SwarmView:
-    """The swarm's convergence from heartbeats and what Redis holds (rules: module docstring)."""
+    """The swarm's convergence from heartbeats and what Redis holds (rules: module docstring).
+    `unreadable`: live nodes (node -> (rejection reason, seen ms)) whose heartbeat is sealed
+    with another swarm key: shown in error, and nothing can be vouched for them."""
     records = list(records)
     facts = {record.node: parse_files(record.info) for record in records}
     online = sorted(record.node for record in records if record.online(now_ms))
@@ -424,8 +430,25 @@ def build_view(
                 disk_differs=differing,
             )
         )
+    sealed = tuple(
+        _unreadable_node(node, reason, seen_ms, now_ms)
+        for node, (reason, seen_ms) in sorted((unreadable or {}).items())
+        if node not in facts
+    )
+    nodes = tuple(sorted((*nodes, *sealed), key=lambda n: n.node))
     converged = bool(online) and all(node.converged for node in nodes if node.online)
     return SwarmView(swarm, now_ms / 1000, converged, nodes, tuple(files), redis)
+
+
+def _unreadable_node(node: str, reason: str, seen_ms: int, now_ms: int) -> NodeView:
+    why = codec.key_trouble({node: reason}).replace("this node", "this command")
+    return NodeView(
+        node=node, role="", host="", pid=None, online=True, state=NodeState.ERROR,
+        converged=False, ready=False, lag=0, last_seen=max(0.0, (now_ms - seen_ms) / 1000),
+        last_seen_at=seen_ms / 1000, outbox=0,
+        last_error=why,
+        files=0, behind={}, skipped={},
+    )  # fmt: skip
 
 
 def redis_vectors(
@@ -493,17 +516,14 @@ async def fetch_view(settings: SwarmSettings) -> SwarmView:
     finally:
         await transport.close()
     rejected = transport.rejected_by_reason
-    still_sealed = any(set(record.info) == {"sealed"} for record in records)  # we hold no key
-    if still_sealed or (
-        not records and (rejected.get(codec.NO_KEY) or rejected.get(codec.WRONG_KEY))
-    ):
+    if not records and (rejected.get(codec.NO_KEY) or rejected.get(codec.WRONG_KEY)):
         raise StatusError(
             f"swarm {settings.swarm!r} is sealed with a key this command does not hold "
             "(set SWARM_KEY_FILE or SWARM_KEY as for the daemon)"
         )
     held = redis_vectors(snapshots, log)
     held = replace(held, rejected=rejected)
-    return build_view(settings.swarm, now_ms, records, held)
+    return build_view(settings.swarm, now_ms, records, held, transport.unreadable_nodes)
 
 
 # -- showing it ------------------------------------------------------------------------------
