@@ -453,8 +453,12 @@ class Node:
             self._reject(path, APPLY_FAILED, one_line(exc), len(updates))
             self.docs.pop(path, None)
             if known:
-                self.docs[path] = self._restore(path)
-                self.mark_dirty(path)
+                try:
+                    self.docs[path] = self._restore(path)
+                except Exception:
+                    log.exception("%s cannot be rebuilt from the store; not synced for now", path)
+                else:
+                    self.mark_dirty(path)
             return 0
         doc = self.docs.get(path)
         if not known and doc is not None and doc.is_empty and not doc.has_pending:
@@ -608,6 +612,7 @@ class Node:
         """Render `path`; whatever fails quarantines that file (retried with backoff, see
         swarm/file_health.py), never the node."""
         loop = asyncio.get_running_loop()
+        revision = self.docs[path].revision
         try:
             too_large = self.edge.oversize(self._doc_bytes(self.docs[path]))
             if too_large is not None:
@@ -619,14 +624,18 @@ class Node:
             loop.call_later(self.health.failed(path, reason), self._retry_render, path)
             return
         doc = self.docs.get(path)
-        if doc is None:
-            return
+        if doc is None or doc.revision != revision:
+            return  # changed meanwhile: rendered again at once (see _render_in_slot)
         if self.disk_matches(path):
-            self.health.rendered(path, doc.revision)
+            self.health.rendered(path, revision)
         elif self.deletions_held is None:
-            # The render gave up on a file that kept changing: look again soon, not only at
-            # the next change (which may never come).
-            loop.call_later(self.health.base, self.mark_dirty, path)
+            # The render gave up: an agent kept rewriting the file, or what is on disk cannot
+            # be read. Try again later, not only at the next change (which may never come).
+            skipped = self.counters.skipped_files.get(path)
+            reason = f"the file on disk is not synced: {skipped}" if skipped else (
+                "the file kept changing while it was rendered"
+            )
+            loop.call_later(self.health.failed(path, reason), self._retry_render, path)
 
     def last_error(self) -> str | None:
         """What status shows: a file that cannot be rendered, else the node's last error."""

@@ -69,8 +69,10 @@ def classify(exc: BaseException, where: str) -> RedisFailure:
             CONNECTION, "dns", f"cannot resolve the Redis host of {where}: {text}"
         )
     if isinstance(exc, TimeoutError) or "timeout" in lowered or "timed out" in lowered:
-        return RedisFailure(CONNECTION, "timeout", f"Redis at {where} does not answer: {text}")
-    return RedisFailure(CONNECTION, "unreachable", f"Redis at {where} is unreachable: {text}")
+        return RedisFailure(
+            CONNECTION, "timeout", f"Redis unreachable at {where} (no answer): {text}"
+        )
+    return RedisFailure(CONNECTION, "unreachable", f"Redis unreachable at {where}: {text}")
 
 
 def _is_dns(exc: BaseException) -> bool:
