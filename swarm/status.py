@@ -43,6 +43,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from swarm.bridge.pathrules import path_problem
+from swarm.bridge.reader import DEFAULT_MAX_BYTES
 from swarm.config import SwarmSettings
 from swarm.memory import MemoryDoc, UpdateError, vector
 from swarm.memory.vector import StateVector
@@ -452,19 +454,24 @@ def _unreadable_node(node: str, reason: str, seen_ms: int, now_ms: int) -> NodeV
 
 
 def redis_vectors(
-    snapshots: dict[str, tuple[str, bytes]], log: Iterable[tuple[str, str, Kind, bytes]]
+    snapshots: dict[str, tuple[str, bytes]],
+    log: Iterable[tuple[str, str, Kind, bytes]],
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> RedisHeld:
     """Per file, the state vector of its snapshot plus the log entries it does not cover.
 
     `log` holds (stream id, path, kind, payload) in log order. Documents are rebuilt the way
     nodes rebuild them (MemoryDoc's causal buffer), without any genesis fix-up of their own.
+    What no node takes is left out, by the rules of the nodes' edge (swarm/edge.py): a path no
+    file system takes, updates that hold no operation at all (garbage someone published), and
+    an update that makes the file grow past `max_bytes`.
     """
     updates: dict[str, list[bytes]] = {path: [state] for path, (_, state) in snapshots.items()}
     covered = {path: parse_stream_id(cid) for path, (cid, _) in snapshots.items()}
     entries = 0
     for stream_id, path, kind, payload in log:
         entries += 1
-        if kind not in (Kind.UPDATE, Kind.STATE):
+        if kind not in (Kind.UPDATE, Kind.STATE) or path_problem(path) is not None:
             continue
         if path in covered and parse_stream_id(stream_id) <= covered[path]:
             continue
@@ -474,10 +481,33 @@ def redis_vectors(
     for path, path_updates in updates.items():
         valid = [update for update in path_updates if _decodes(update)]
         try:
-            vectors[path] = MemoryDoc.restore(path, valid).state_vector_dict()
+            held = _within_limit(path, valid, max_bytes).state_vector_dict()
         except UpdateError:
             unreadable.append(path)
+            continue
+        if held:
+            vectors[path] = held
     return RedisHeld(vectors, len(snapshots), entries, tuple(sorted(unreadable)))
+
+
+def _within_limit(path: str, updates: list[bytes], max_bytes: int) -> MemoryDoc:
+    """The document of `updates` in order, leaving out each one that makes the file grow past
+    `max_bytes` (as every node refuses it)."""
+    doc, kept = MemoryDoc(path), list[bytes]()
+    for update in updates:
+        before = _size(doc, max_bytes)
+        doc.integrate(update)
+        after = _size(doc, max_bytes)
+        if after > max_bytes and after > before:
+            doc = MemoryDoc.restore(path, kept)
+            continue
+        kept.append(update)
+    return doc
+
+
+def _size(doc: MemoryDoc, max_bytes: int) -> int:
+    size = doc.stored_bytes
+    return size if size <= max_bytes else doc.content_bytes()
 
 
 def _decodes(update: bytes) -> bool:
@@ -521,7 +551,8 @@ async def fetch_view(settings: SwarmSettings) -> SwarmView:
             f"swarm {settings.swarm!r} is sealed with a key this command does not hold "
             "(set SWARM_KEY_FILE or SWARM_KEY as for the daemon)"
         )
-    held = redis_vectors(snapshots, log)
+    limit = getattr(settings, "max_file_bytes", DEFAULT_MAX_BYTES)  # the daemons' setting
+    held = redis_vectors(snapshots, log, limit)
     held = replace(held, rejected=rejected)
     return build_view(settings.swarm, now_ms, records, held, transport.unreadable_nodes)
 

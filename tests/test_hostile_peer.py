@@ -16,6 +16,7 @@ from daemon_harness import (
     InProcessDaemon,
     daemon_settings,
     in_thread,
+    run_cli,
     wait_until,
     wait_until_async,
     write_file,
@@ -125,6 +126,10 @@ def test_crafted_paths_and_sizes_are_refused_at_the_edge_and_never_stop_a_node(
             explain=b.current_log,
         )
         assert a.running and b.running, group.logs()
+        # What every node refuses is not a file anyone lacks: the swarm is converged.
+        status = ("status", "--swarm", SWARM, "--redis-url", redis_server.url, "--wait", "20")
+        done = run_cli(*status, "--json", timeout=40)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_poisoned_store_never_stops_the_daemon_from_starting(

@@ -10,7 +10,8 @@ import pytest
 from test_status import copy_of, heartbeat, record, validate
 
 from swarm.memory import MemoryDoc
-from swarm.status import STUCK_S, NodeState, RedisHeld, build_view
+from swarm.status import STUCK_S, NodeState, RedisHeld, build_view, redis_vectors
+from swarm.wire import Kind
 
 
 @pytest.fixture
@@ -93,3 +94,21 @@ def test_a_path_a_node_refuses_does_not_keep_the_swarm_from_converging(
     assert view.converged, view.to_json()
     assert view.nodes[1].refused == (notes.path,)
     validate(view.to_json())
+
+
+def test_what_redis_holds_that_no_node_takes_is_no_target(memory: MemoryDoc) -> None:
+    """A peer published a path no file system takes and garbage for `bad.md`: no node holds
+    either, and no node lags for them."""
+    deep = "/".join(["d"] * 100) + "/x.md"
+    crafted = MemoryDoc(deep)
+    update = crafted.write("- deep\n")
+    assert update is not None
+    log = [
+        ("1-0", deep, Kind.UPDATE, update),
+        ("2-0", "bad.md", Kind.UPDATE, b"\x01\x02garbage"),
+        ("3-0", memory.path, Kind.STATE, memory.encode_state()),
+    ]
+    held = redis_vectors({}, log)
+    assert set(held.vectors) == {memory.path}
+    view = build_view("team", 1_800_000_000_000, [record("a", beat({"MEMORY.md": memory}))], held)
+    assert view.converged and [f.path for f in view.files] == ["MEMORY.md"]

@@ -91,6 +91,10 @@ class MemoryDoc:
             doc._apply_raw(update)
         return doc
 
+    def integrate(self, update: bytes) -> None:
+        """Apply an update as `restore` does: no genesis fix-up (UpdateError if it is bad)."""
+        self._apply_raw(update)
+
     # -- reading ---------------------------------------------------------------------------
 
     @property
