@@ -46,8 +46,9 @@ from rich.text import Text
 from swarm.bridge.pathrules import path_problem
 from swarm.bridge.reader import DEFAULT_MAX_BYTES
 from swarm.config import SwarmSettings
-from swarm.memory import MemoryDoc, UpdateError, vector
+from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
+from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
 from swarm.transport import codec
 from swarm.transport.base import TransportError
 from swarm.transport.redis_transport import NodeRecord, parse_stream_id
@@ -236,46 +237,13 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-@dataclass(frozen=True)
-class DiskReport:
-    """A node's files whose disk does not hold their document, as its heartbeat says."""
-
-    failed: dict[str, str]  # path -> reason
-    pending: dict[str, float]  # path -> seconds pending, as of the heartbeat
-
-    @classmethod
-    def parse(cls, info: dict[str, Any]) -> DiskReport:
-        failed: dict[str, str] = {}
-        pending: dict[str, float] = {}
-        disk = info.get("disk")
-        for path, entry in (disk.items() if isinstance(disk, dict) else ()):
-            if not isinstance(path, str) or not isinstance(entry, dict):
-                continue
-            if entry.get("state") == "error":
-                failed[path] = _text(entry.get("reason")) or "render failed"
-            elif entry.get("state") == "pending":
-                pending[path] = _number(entry.get("for_s"))
-        return cls(failed, pending)
-
-
-def _problems(info: dict[str, Any]) -> dict[str, str]:
-    problems = info.get("problems")
-    if not isinstance(problems, dict):
-        return {}
-    return {str(cause): str(message) for cause, message in problems.items()}
-
-
 def _state(
     online: bool, behind: bool, differs: dict[str, str], stuck: bool, info: dict[str, Any],
     last_error: str | None,
 ) -> NodeState:
     if not online:
         return NodeState.OFFLINE
-    if info.get("deletions_held") or _problems(info):  # waits for an operator, or for Redis
+    if info.get("deletions_held") or problems(info):  # waits for an operator, or for Redis
         return NodeState.ERROR
     if any(reason.startswith("render failed") for reason in differs.values()):
         return NodeState.ERROR
@@ -307,9 +275,9 @@ def _node_view(
     for path in other_content:
         differs.setdefault(path, "content differs from the other nodes holding the same state")
     stuck = any(seconds + age >= STUCK_S for seconds in disk.pending.values())
-    problems = _problems(info)
-    if problems:
-        last_error = next(iter(problems.values()))
+    reported = problems(info)
+    if reported:
+        last_error = next(iter(reported.values()))
     elif last_error is None and disk.failed:
         path, reason = next(iter(disk.failed.items()))
         last_error = f"{path}: {reason}"
@@ -332,13 +300,8 @@ def _node_view(
         behind=behind,
         skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
         disk_differs=dict(sorted(differs.items())),
-        refused=_refused(info),
+        refused=refused(info),
     )
-
-
-def _refused(info: dict[str, Any]) -> tuple[str, ...]:
-    refused = info.get("refused")
-    return tuple(sorted(str(p) for p in refused)) if isinstance(refused, dict) else ()
 
 
 def _behind(
@@ -356,30 +319,6 @@ def _behind(
         if lag or (fact is not None and fact.pending):
             behind[path] = lag
     return behind
-
-
-def _odd_content(
-    facts: dict[str, dict[str, FileFacts]], online: list[str], targets: dict[str, StateVector]
-) -> tuple[dict[str, set[str]], dict[str, str]]:
-    """Nodes holding a file's whole state whose content hash is not the one most of them
-    report (node -> paths), and per path that hash."""
-    odd: dict[str, set[str]] = {}
-    agreed: dict[str, str] = {}
-    for path, target in targets.items():
-        hashes: dict[str, list[str]] = {}
-        for node in online:
-            fact = facts[node].get(path)
-            if fact is not None and fact.hash and vector.covers(fact.sv, target):
-                hashes.setdefault(fact.hash, []).append(node)
-        if not hashes:
-            continue
-        common = max(hashes, key=lambda h: (len(hashes[h]), h))
-        agreed[path] = common
-        for digest, nodes in hashes.items():
-            if digest != common:
-                for node in nodes:
-                    odd.setdefault(node, set()).add(path)
-    return odd, agreed
 
 
 def build_view(
@@ -400,12 +339,12 @@ def build_view(
         for path, fact in facts[node].items():
             targets[path] = vector.union([targets.get(path, {}), fact.sv])
 
-    odd, agreed = _odd_content(facts, online, targets)
+    odd, agreed = odd_content(facts, online, targets)
     nodes = tuple(
         _node_view(
             record,
             facts[record.node],
-            _behind(facts[record.node], targets, _refused(record.info)),
+            _behind(facts[record.node], targets, refused(record.info)),
             record.node in online,
             now_ms,
             odd.get(record.node, set()),
@@ -481,33 +420,13 @@ def redis_vectors(
     for path, path_updates in updates.items():
         valid = [update for update in path_updates if _decodes(update)]
         try:
-            held = _within_limit(path, valid, max_bytes).state_vector_dict()
+            held = within_limit(path, valid, max_bytes).state_vector_dict()
         except UpdateError:
             unreadable.append(path)
             continue
         if held:
             vectors[path] = held
     return RedisHeld(vectors, len(snapshots), entries, tuple(sorted(unreadable)))
-
-
-def _within_limit(path: str, updates: list[bytes], max_bytes: int) -> MemoryDoc:
-    """The document of `updates` in order, leaving out each one that makes the file grow past
-    `max_bytes` (as every node refuses it)."""
-    doc, kept = MemoryDoc(path), list[bytes]()
-    for update in updates:
-        before = _size(doc, max_bytes)
-        doc.integrate(update)
-        after = _size(doc, max_bytes)
-        if after > max_bytes and after > before:
-            doc = MemoryDoc.restore(path, kept)
-            continue
-        kept.append(update)
-    return doc
-
-
-def _size(doc: MemoryDoc, max_bytes: int) -> int:
-    size = doc.stored_bytes
-    return size if size <= max_bytes else doc.content_bytes()
 
 
 def _decodes(update: bytes) -> bool:
