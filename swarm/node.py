@@ -442,7 +442,7 @@ class Node:
         Whatever else goes wrong with one path is reported and leaves the node running."""
         refusal = self.edge.refusal(path)
         if refusal is not None:
-            self._reject(path, *refusal, count=len(updates))
+            self.reject(path, *refusal, count=len(updates))
             return 0
         known = path in self.docs
         try:
@@ -450,7 +450,7 @@ class Node:
                 applied = self._apply_updates(path, updates)
         except Exception as exc:
             log.exception("applying updates of %s failed", path)
-            self._reject(path, APPLY_FAILED, one_line(exc), len(updates))
+            self.reject(path, APPLY_FAILED, one_line(exc), len(updates))
             self.docs.pop(path, None)
             if known:
                 try:
@@ -475,7 +475,7 @@ class Node:
             try:
                 followups = doc.apply(update)
             except UpdateError as exc:
-                self._reject(path, INAPPLICABLE, str(exc), count)
+                self.reject(path, INAPPLICABLE, str(exc), count)
                 if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
                     doc = self.docs[path] = self._restore(path)
                 continue
@@ -483,7 +483,7 @@ class Node:
             too_large = self.edge.oversize(after) if after > before else None
             if too_large is not None:
                 # Not stored yet: the document rebuilt from the store has never seen it.
-                self._reject(path, OVERSIZE_FILE, too_large, count)
+                self.reject(path, OVERSIZE_FILE, too_large, count)
                 doc = self.docs[path] = self._restore(path)
                 continue
             self.counters.apply_seconds.observe(time.perf_counter() - started)
@@ -503,7 +503,8 @@ class Node:
         size = doc.stored_bytes
         return size if size <= self.options.max_bytes else doc.content_bytes()
 
-    def _reject(self, path: str, reason: str, detail: str, count: int = 1) -> None:
+    def reject(self, path: str, reason: str, detail: str, count: int = 1) -> None:
+        """Drop `count` updates of `path` from the swarm: counted by reason, logged once."""
         self.counters.rejected += count
         self.edge.reject(path, reason, detail, count)
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm.edge import INAPPLICABLE
 from swarm.memory import MemoryDoc, vector
 from swarm.memory.batching import coalesce
 from swarm.node import Node
@@ -295,7 +296,7 @@ class Replicator:
         try:
             theirs = vector.decode(env.payload)
         except vector.VectorError:
-            self.node.counters.rejected += 1
+            self.node.reject(env.path, INAPPLICABLE, "a sync request with a malformed vector")
             return
         if vector.missing(theirs, doc.state_vector_dict()) == 0 and not doc.has_pending:
             return
