@@ -4,16 +4,30 @@ under a lock, and every path outside the memory folder is refused with a clear m
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from datetime import date
 from pathlib import Path
 
 import pytest
-from daemon_harness import REPO, daemon_env, run_cli, swarm_command
+from daemon_harness import (
+    REPO,
+    START_DEADLINE_S,
+    STOP_DEADLINE_S,
+    daemon_env,
+    run_cli,
+    swarm_command,
+    wait_until,
+)
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 from mcp_harness import TOOLS, mcp_session, ok, refused
+
+from swarm.devredis import free_port
 
 pytestmark = pytest.mark.slow
 
+TODAY = "memory/today"
 SEED = "# Agent memory\n\n## Decisions\n- use markdown\n\n## Notes\n- one\n- same\n- same\n"
 
 
@@ -37,7 +51,8 @@ async def test_every_tool_works_on_the_files_without_a_daemon(tmp_path: Path) ->
         assert (root / "MEMORY.md").read_text() == SEED.replace(
             "- use markdown\n", "- use markdown\n- chose Postgres\n"
         )
-        assert await ok(session, "memory_read", path="MEMORY.md") == (root / "MEMORY.md").read_text()
+        on_disk = (root / "MEMORY.md").read_text()
+        assert await ok(session, "memory_read", path="MEMORY.md") == on_disk
 
         await ok(session, "memory_replace", path="MEMORY.md", old="- one", new="- first")
         assert "- first\n- same\n" in (root / "MEMORY.md").read_text()
@@ -101,9 +116,8 @@ async def test_refusals_name_the_problem_and_change_nothing(tmp_path: Path) -> N
         ]
         for tool, arguments, message in cases:
             assert message in await refused(session, tool, **arguments)
-    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".swarm" not in p.parts} == {
-        p: b for p, b in before.items()
-    }
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".swarm" not in p.parts}
+    assert after == before
     assert (outside / "x.md").read_text() == "not memory\n"
 
 
@@ -114,7 +128,7 @@ def test_remember_takes_text_with_a_leading_dash_and_exits_by_outcome(tmp_path: 
     assert "stored in MEMORY.md line 5" in result.stdout
     assert "- use markdown\n- chose Postgres\n" in (root / "MEMORY.md").read_text()
     # Words are joined as echo joins them; options may come first or last.
-    result = run_cli("remember", "--dir", str(root), "-", "chose", "Redis", "--file", "memory/today")
+    result = run_cli("remember", "--dir", str(root), "-", "chose", "Redis", "--file", TODAY)
     assert result.returncode == 0, result.stderr
     assert (root / f"memory/{date.today().isoformat()}.md").read_text() == "- chose Redis\n"
     # Bad input: exit 2, one line, nothing written.
@@ -172,3 +186,38 @@ def test_private_edit_without_daemon_leaves_mode_and_state_folder_private(tmp_pa
     assert diary.read_text() == "- secret\n- more\n"
     assert diary.stat().st_mode & 0o777 == 0o600
     assert (root / ".swarm").stat().st_mode & 0o777 == 0o700
+
+
+async def test_streamable_http_serves_the_same_tools(tmp_path: Path) -> None:
+    root = folder(tmp_path)
+    port = free_port()
+    log = (tmp_path / "mcp-http.log").open("wb")
+    proc = subprocess.Popen(
+        swarm_command("mcp", "--dir", str(root), "--http", f"127.0.0.1:{port}"),
+        env=daemon_env(),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, (tmp_path / "mcp-http.log").read_text()
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, "swarm mcp --http listens", START_DEADLINE_S)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with (
+            streamable_http_client(url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+            await ok(session, "memory_append", text="- over http", section="Notes")
+            assert "- over http" in await ok(session, "memory_read", path="MEMORY.md")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=STOP_DEADLINE_S)
+        log.close()

@@ -58,7 +58,7 @@ async def test_bad_requests_are_refused_in_one_line(
                 await client.post(route, body)
         # A file the node does not sync (too large here) is not edited behind its back.
         await running.runtime.node.ingest("big.md")  # type: ignore[union-attr]
-        with pytest.raises(ControlError, match="big.md is not synced: larger than"):
+        with pytest.raises(ControlError, match=r"big\.md is not synced: larger than"):
             await client.post("/v1/append", {"path": "big.md", "text": "- a"})
         state = await client.post(
             "/v1/wait",

@@ -1,5 +1,6 @@
-"""Where `memory_append` / `memory_replace` / `swarm remember` put their lines (swarm/memory/edits.py):
-headings and sections as documented, appends that only insert, replaces of exactly one block."""
+"""Where `memory_append`, `memory_replace` and `swarm remember` put their lines
+(swarm/memory/edits.py): headings and sections as documented, appends that only insert, replaces
+of exactly one block."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def test_append_lands_inside_its_section(doc: str, body: str, section: str | Non
 def test_new_lines_take_the_files_line_ending(doc: str, body: str) -> None:
     placed = plan_append(doc, body, "Decisions")
     stored = normalize(placed.content)[0]
-    eol = "\r\n" if split_lines(normalize(doc)[0])[:1] and doc.split("\n")[0].endswith("\r") else "\n"
+    first = split_lines(normalize(doc)[0])[:1]
+    eol = "\r\n" if first and first[0].endswith("\r\n") else "\n"
     inserted = split_lines(stored)[placed.line - 1 : placed.line - 1 + placed.lines]
     assert all(line.endswith(eol) and not line[: -len(eol)].endswith("\r") for line in inserted)
 
@@ -168,7 +170,9 @@ def test_replace_with_nothing_deletes_the_block() -> None:
     assert plan_replace("a\nb\nc\n", "b", "").content == "a\nc\n"
 
 
-@pytest.mark.parametrize(("text", "section"), [("   \n", None), ("- a", "two\nlines"), ("- a", "##")])
+@pytest.mark.parametrize(
+    ("text", "section"), [("   \n", None), ("- a", "two\nlines"), ("- a", "##")]
+)
 def test_bad_append_input_is_refused(text: str, section: str | None) -> None:
     with pytest.raises(EditError):
         plan_append("x\n", text, section)
