@@ -84,6 +84,10 @@ async def test_every_tool_works_on_the_files_without_a_daemon(tmp_path: Path) ->
         assert files["MEMORY.md"]["size"] == (root / "MEMORY.md").stat().st_size
         assert await ok(session, "memory_read", path="memory/private/diary.md") == "- secret\n"
 
+        status = await ok(session, "memory_status")
+        assert status["daemon"] is False and status["view"] is None
+        assert "no --swarm" in status["view_error"] and "no daemon" in status["summary"]
+
 
 async def test_refusals_name_the_problem_and_change_nothing(tmp_path: Path) -> None:
     root = folder(tmp_path)

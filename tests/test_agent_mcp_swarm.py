@@ -234,3 +234,19 @@ def test_control_socket_is_private_and_goes_away_with_the_daemon(
         assert a.wait() == 0, a.current_log()
         assert not sock.exists()
         assert "Traceback" not in a.current_log()
+
+
+async def test_status_without_a_daemon_reads_the_swarm_from_redis(
+    pair: DaemonGroup, tmp_path: Path
+) -> None:
+    """An MCP server for a folder whose daemon is not running still shows the swarm, as
+    `swarm status` computes it, when it is told which swarm and Redis."""
+    folder = tmp_path / "no-daemon"
+    folder.mkdir()
+    async with mcp_session(tmp_path / "mcp.log", "--dir", str(folder), "--swarm", pair.swarm,
+                           "--redis-url", pair.redis_url) as session:  # fmt: skip
+        status = await ok(session, "memory_status")
+    assert status["daemon"] is False and status["latest_write"] is None
+    nodes = {n["node"]: n["online"] for n in status["view"]["nodes"]}
+    assert nodes["a"] is True and nodes["b"] is True
+    assert "no daemon is running" in status["summary"]
