@@ -160,7 +160,7 @@ def remember(
     except REFUSALS as exc:
         _fail(str(exc))
     where = f"{answer['path']} line {answer['line']}"
-    if answer["stored"] == "daemon":
+    if answer["stored"] == "daemon" and answer["synced"]:
         click.echo(f"stored in {where}, sent to the swarm by the daemon")
     else:
         click.echo(f"stored in {where} ({answer['note']})")

@@ -37,12 +37,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from swarm.agent_api.files import FileProblem, edit_file
-from swarm.agent_api.paths import Kind, MemoryPaths, PathRefused
+from swarm.agent_api.files import edit_file
+from swarm.agent_api.paths import Kind, MemoryPaths
 from swarm.bridge import RenderError
 from swarm.control_client import short_path, socket_path
 from swarm.memory import vector
-from swarm.memory.edits import EditError, Placement, plan_append, plan_replace
+from swarm.memory.edits import Placement, plan_append, plan_replace
 from swarm.transport.base import TransportError
 
 if TYPE_CHECKING:
@@ -65,12 +65,13 @@ class _Refused(Exception):
 
 
 def _refusing(handler: Handler) -> Handler:
-    """Bad input answers 4xx with a one-line error; nothing else escapes as a traceback."""
+    """Bad input answers 4xx with a one-line error (PathRefused, EditError and FileProblem are
+    ValueErrors too, and so is Node.edit's refusal of a path the node does not sync)."""
 
     async def wrapped(request: Request) -> JSONResponse:
         try:
             return await handler(request)
-        except (_Refused, PathRefused, EditError, FileProblem) as exc:
+        except (_Refused, ValueError) as exc:
             status = exc.status if isinstance(exc, _Refused) else 400
             return JSONResponse({"error": str(exc)}, status_code=status)
 

@@ -103,3 +103,20 @@ async def test_the_control_server_leaves_the_daemons_signal_handlers_alone(
     async with daemon(tmp_path, redis_server) as running:
         await ControlClient(running.settings.resolved_state_dir).get("/v1/info")  # it serves
         assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+async def test_a_file_private_by_the_daemons_settings_is_edited_but_never_sent(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The daemon decides with its own private globs, whatever the caller's settings said."""
+    extra = {"private": ("memory/private/", "vault.md")}
+    async with daemon(tmp_path, redis_server, **extra) as running:
+        runtime = running.runtime
+        assert runtime is not None
+        depth = runtime.store.outbox_depth()
+        client = ControlClient(running.settings.resolved_state_dir)
+        answer = await client.post("/v1/append", {"path": "vault.md", "text": "- 4711"})
+        assert answer["synced"] is False and "write" not in answer
+        assert await in_thread((running.dir / "vault.md").read_text) == "- 4711\n"
+        assert "vault.md" not in runtime.node.docs
+        assert runtime.store.outbox_depth() == depth and "vault.md" not in runtime.store.paths()

@@ -30,6 +30,7 @@ from swarm.memory.edits import EditError, Placement, plan_append, plan_replace
 
 # What a caller reports as a refusal (bad input, or an answer it must act on), never a crash.
 REFUSALS = (PathRefused, EditError, FileProblem, ControlError)
+PRIVATE_NOTE = "a private file: edited here, never sent anywhere"
 NO_DAEMON = (
     "no daemon is running for this folder: the edit is in the file, and the daemon sends it "
     "when it starts"
@@ -110,7 +111,9 @@ class MemoryService:
                 pass
             else:
                 answer["stored"] = "daemon"
-                if wait > 0 and answer.get("synced"):
+                if not answer.get("synced"):
+                    answer["note"] = PRIVATE_NOTE  # private by the daemon's own settings
+                elif wait > 0:
                     answer["delivery"] = await self.wait(answer["write"], wait)
                 return answer
         placed = await asyncio.to_thread(
@@ -130,7 +133,7 @@ class MemoryService:
             "stored": "file",
         }
         if kind is Kind.PRIVATE:
-            answer["note"] = "a private file: edited here, never sent anywhere"
+            answer["note"] = PRIVATE_NOTE
         else:
             answer["note"] = NO_DAEMON
         if wait > 0 and kind is Kind.SYNCED:
