@@ -22,14 +22,16 @@ from swarm.transport.redis_keys import SwarmKeys
 HEARTBEAT_S = 0.2
 
 
-def start_daemon(url: str, swarm: str, node: str, root: Path) -> subprocess.Popen[bytes]:
+def start_daemon(
+    url: str, swarm: str, node: str, root: Path, http: str = "0"
+) -> subprocess.Popen[bytes]:
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SWARM_HEARTBEAT_INTERVAL": str(HEARTBEAT_S)}
     log = (root.parent / f"{node}.log").open("ab")  # the child keeps its own copy of the fd
     with log:
         return subprocess.Popen(
             [sys.executable, "-m", "swarm", "daemon", "--dir", str(root), "--swarm", swarm,
-             "--node", node, "--redis-url", url, "--http", "0", "--log-level", "warning"],
+             "--node", node, "--redis-url", url, "--http", http, "--log-level", "warning"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -1,7 +1,7 @@
 """The daemon's control socket: where `swarm mcp` and `swarm remember` hand it their edits.
 
 A small Starlette app on a unix socket in the state folder (`control.sock`, mode 0600), served by
-uvicorn inside the daemon's event loop (the daemon keeps its own SIGTERM/SIGINT handling). Routes
+uvicorn inside the daemon's event loop like the TCP endpoints (swarm/http/serving.py). Routes
 (JSON in and out; a refusal is a 4xx with `{"error": "..."}`):
 
 - `GET /v1/info`: node, swarm, folder, readiness.
@@ -13,8 +13,8 @@ uvicorn inside the daemon's event loop (the daemon keeps its own SIGTERM/SIGINT 
 - `GET /v1/status`: this node, its latest edit made here and whether it reached every online peer,
   and the swarm's view as `swarm status --json` computes it.
 
-`control_routes(runtime)` is the route list, so the daemon's other HTTP endpoints can share one
-Starlette app later.
+These routes change memory, so they are never on the TCP port (swarm/http/), which anyone who
+can reach it may use.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -41,6 +40,7 @@ from swarm.agent_api.files import edit_file
 from swarm.agent_api.paths import Kind, MemoryPaths
 from swarm.bridge import RenderError
 from swarm.control_client import short_path, socket_path
+from swarm.http.serving import BACKLOG, serve_app
 from swarm.memory import vector
 from swarm.memory.edits import Placement, plan_append, plan_replace
 from swarm.transport.base import TransportError
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1  # how often a wait looks at the peers' heartbeats (they change once a heartbeat)
 _MAX_WAIT_S = 600.0
-_BACKLOG = 64
 _SHUTDOWN_GRACE_S = 2.0  # in-flight requests (a long wait) get this long once the daemon stops
 
 Handler = Callable[[Request], Awaitable[JSONResponse]]
@@ -288,18 +287,6 @@ def _placed(rel: str, placed: Placement, *, synced: bool) -> dict[str, Any]:
     }
 
 
-def control_routes(runtime: Runtime) -> list[Route]:
-    return ControlApi(runtime).routes()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the daemon owns SIGTERM and SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 def bind_socket(path: Path) -> socket.socket:
     """A unix socket at `path` (a stale one, left by a killed daemon, is replaced), mode 0600
     before it listens: no other user can connect in between."""
@@ -324,7 +311,7 @@ def serve_control(runtime: Runtime, stop: asyncio.Event) -> Coroutine[Any, Any, 
     path = socket_path(runtime.settings.resolved_state_dir)
     try:
         sock = bind_socket(path)
-        sock.listen(_BACKLOG)
+        sock.listen(BACKLOG)
     except OSError as exc:  # edits then go straight to the files, which the daemon ingests
         log.error("no control socket at %s: %s", path, exc)
         return _nothing()
@@ -337,29 +324,9 @@ async def _nothing() -> None:
 
 
 async def _serve(api: ControlApi, sock: socket.socket, path: Path, stop: asyncio.Event) -> None:
-    config = uvicorn.Config(
-        Starlette(routes=api.routes()),
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        backlog=_BACKLOG,
-        timeout_graceful_shutdown=int(_SHUTDOWN_GRACE_S),
-    )
-    server = _Server(config)
-
-    async def stop_on_signal() -> None:
-        await stop.wait()
-        api.stopping.set()
-        server.should_exit = True
-
-    watcher = asyncio.get_running_loop().create_task(stop_on_signal())
+    app = Starlette(routes=api.routes())
     try:
-        await server.serve(sockets=[sock])
+        await serve_app(app, sock, stop, grace=_SHUTDOWN_GRACE_S, on_stop=api.stopping.set)
     finally:
-        watcher.cancel()
-        for listener in getattr(server, "servers", []):
-            listener.close()  # also when cancelled before its own shutdown closed them
-        sock.close()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -18,7 +18,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
 from swarm.config import DaemonSettings, SwarmSettings
 from swarm.crypto import KeyFileError, codec_from_settings
@@ -30,6 +30,9 @@ from swarm.store import Store
 from swarm.transport.codec import Codec
 from swarm.transport.redis_client import RedisSecurity
 from swarm.transport.redis_transport import RedisTransport
+
+if TYPE_CHECKING:
+    from swarm.http import HttpServer
 
 log = logging.getLogger("swarm.daemon")
 
@@ -172,12 +175,8 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     # Renders and file reads run in worker threads; with Python's default 5 ms GIL switch
     # interval a message arriving meanwhile could wait that long for the event loop.
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    http = _bind_http(runtime)  # before anything runs: a taken address stops the start
     await runtime.transport.start()
-    http_server: Any = None
-    if runtime.settings.http_address is not None:
-        from swarm.http import start_http  # imported late: only the daemon needs it
-
-        http_server = await start_http(runtime, *runtime.settings.http_address)
     log.info(
         "node %s syncing %s in swarm %s via %s",
         runtime.node_id,
@@ -185,9 +184,10 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
         runtime.settings.swarm,
         _redact(runtime.settings.redis_url),
     )
-    work_stop = asyncio.Event()
+    work_stop, http_stop = asyncio.Event(), asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
+            serving = group.create_task(http.serve(http_stop)) if http is not None else None
             group.create_task(replicator.run(work_stop))
             watching = asyncio.Event()
             group.create_task(node.watch_loop(work_stop, watching))
@@ -207,18 +207,31 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             sd_notify("STOPPING=1")
             work_stop.set()  # no new work: the watcher stops taking agent writes
             await _final_flush(runtime)
+            http_stop.set()  # /readyz and /metrics answered through the flush; now stop
+            if serving is not None:
+                await serving
             raise _Shutdown
     except* _Shutdown:
         pass
     finally:
-        if http_server is not None:
-            await http_server.close()
         await runtime.node.close()
         await runtime.transport.close()
         runtime.store.close()
         if runtime.state_lock is not None:
             runtime.state_lock.close()
         log.info("stopped")
+
+
+def _bind_http(runtime: Runtime) -> HttpServer | None:
+    address = runtime.settings.http_address
+    if address is None:
+        return None
+    from swarm.http import HttpServer  # imported late: only the daemon needs it
+
+    http = HttpServer(runtime)
+    http.bind(*address)  # OSError (address taken): a one-line error, exit 2
+    log.info("http on %s:%d", address[0], http.port)
+    return http
 
 
 async def _final_flush(runtime: Runtime) -> None:

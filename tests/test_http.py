@@ -63,18 +63,19 @@ async def request(port: int, raw: bytes) -> bytes:
 
 
 async def test_requests_are_answered_and_bad_ones_refused() -> None:
-    # these answers do not depend on the runtime: a bare stand-in is enough
+    # these answers do not depend on the runtime: a bare stand-in is enough. HTTP/1.1 requests
+    # name their Host (RFC 9112 3.2: a server answers 400 without one).
     server = HttpServer(cast("Runtime", SimpleNamespace()))
     await server.start("127.0.0.1", 0)
     try:
         ok = await request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and ok.endswith(b"\r\n\r\nok\n")
-        head = await request(server.port, b"HEAD /healthz HTTP/1.1\r\n\r\n")
+        head = await request(server.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
         assert b"Content-Length: 3\r\n" in head
-        missing = await request(server.port, b"GET /nope HTTP/1.1\r\n\r\n")
+        missing = await request(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
         assert missing.startswith(b"HTTP/1.1 404")
-        post = await request(server.port, b"POST /healthz HTTP/1.1\r\n\r\n")
+        post = await request(server.port, b"POST /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert post.startswith(b"HTTP/1.1 405")
         garbage = await request(server.port, b"\x16\x03\x01 hello\r\n\r\n")
         assert garbage.startswith(b"HTTP/1.1 400")

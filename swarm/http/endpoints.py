@@ -1,20 +1,30 @@
 """The sidecar's HTTP side: liveness, readiness, this node's status, Prometheus metrics.
 
-Four read-only GET endpoints do not need a web framework: asyncio's server, one request per
-connection (`Connection: close`), bounded reads. Handlers run on the event loop thread, where the
-store and the documents live, so they read the runtime directly.
+Starlette routes served by uvicorn in the daemon's loop (`serving.py` says why); one request per
+connection (`Connection: close`) and nothing cached, as curl, probes and scrapers expect. The
+handlers run on the event loop thread, where the store and the documents live, so they read the
+runtime directly. Only these read-only routes are on TCP: the control socket's edits
+(swarm/control.py) stay on the unix socket only its user can open.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from dataclasses import dataclass, fields, is_dataclass
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import fields, is_dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from swarm.http.serving import listen_tcp, serve_app
 from swarm.metrics import CONTENT_TYPE_LATEST, registry_for, scrape
 from swarm.transport.redis_errors import CONNECTION
 
@@ -23,17 +33,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_REQUEST_TIMEOUT_S = 5.0
-_MAX_HEAD_BYTES = 16 * 1024
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+_HEADERS = [(b"cache-control", b"no-store"), (b"connection", b"close")]
+_ROUTES_HINT = "try /healthz /readyz /status /metrics"
+Handler = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True)
-class Response:
-    status: HTTPStatus
-    body: bytes
-    content_type: str = _TEXT
+def _text(status: HTTPStatus, body: str, content_type: str = _TEXT) -> Response:
+    return Response(body.encode(), status_code=status.value, media_type=content_type)
 
 
 def not_ready_reason(runtime: Runtime) -> str | None:
@@ -91,109 +99,110 @@ def node_status(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+class _Closing:
+    """Every answer says `Connection: close` and `Cache-Control: no-store` (404s and 405s too),
+    its header names spelled as before uvicorn served them (`Content-Length`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *_HEADERS]
+                message["headers"] = [(_spelled(name), value) for name, value in headers]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def _spelled(name: bytes) -> bytes:
+    return b"-".join(part.capitalize() for part in name.split(b"-"))
+
+
+def _guarded(handler: Handler) -> Handler:
+    """One broken endpoint answers 500 and is logged; it never takes the sidecar down."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, request.url.path)
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error\n")
+
+    return guarded
+
+
 class HttpServer:
-    """A running HTTP endpoint of one runtime."""
+    """The HTTP endpoints of one runtime: `bind`, then `serve` until a stop event (the daemon),
+    or `start` and `close` (a server on its own)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.registry = registry_for(runtime)
-        self._server: asyncio.Server | None = None
+        routes = [
+            Route("/healthz", _guarded(self.healthz), methods=["GET"]),
+            Route("/readyz", _guarded(self.readyz), methods=["GET"]),
+            Route("/status", _guarded(self.status), methods=["GET"]),
+            Route("/metrics", _guarded(self.metrics), methods=["GET"]),
+        ]
+        self.app = _Closing(
+            Starlette(
+                routes=routes,
+                exception_handlers={404: _not_found, 405: _not_allowed},
+            )
+        )
+        self._sock: socket.socket | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
-        """The bound port (useful when started on port 0)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        """The bound port (useful when bound to port 0)."""
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
+
+    def bind(self, host: str, port: int) -> None:
+        """Listen now (OSError when the address is taken): a bad --http stops the start."""
+        self._sock = listen_tcp(host, port)
+
+    def serve(self, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        """Serve until `stop` is set (requests in flight are answered first)."""
+        assert self._sock is not None
+        return serve_app(self.app, self._sock, stop)
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(
-            self._serve_connection, host, port, limit=_MAX_HEAD_BYTES
-        )
+        self.bind(host, port)
+        self._task = asyncio.get_running_loop().create_task(self.serve(self._stop))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            # Python 3.12+ waits for open connections too; ours end within the request timeout.
-            await self._server.wait_closed()
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
-    def respond(self, method: str, target: str) -> Response:
-        path = target.split("?", 1)[0]
-        if method not in ("GET", "HEAD"):
-            return Response(HTTPStatus.METHOD_NOT_ALLOWED, b"only GET and HEAD\n")
-        if path == "/healthz":
-            return Response(HTTPStatus.OK, b"ok\n")
-        if path == "/readyz":
-            reason = not_ready_reason(self.runtime)
-            if reason is None:
-                return Response(HTTPStatus.OK, b"ready\n")
-            return Response(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n".encode())
-        if path == "/status":
-            body = json.dumps(node_status(self.runtime), indent=2, sort_keys=True) + "\n"
-            return Response(HTTPStatus.OK, body.encode(), _JSON)
-        if path == "/metrics":
-            return Response(HTTPStatus.OK, scrape(self.registry), CONTENT_TYPE_LATEST)
-        return Response(HTTPStatus.NOT_FOUND, b"not found: try /healthz /readyz /status /metrics\n")
+    async def healthz(self, request: Request) -> Response:
+        return _text(HTTPStatus.OK, "ok\n")
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            method, target = await asyncio.wait_for(_read_request(reader), _REQUEST_TIMEOUT_S)
-            response = self._safe_respond(method, target)
-            include_body = method != "HEAD"
-        except (_BadRequest, asyncio.LimitOverrunError, ValueError) as exc:
-            response, include_body = Response(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode()), True
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            return
-        try:
-            writer.write(_encode(response, include_body))
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def readyz(self, request: Request) -> Response:
+        reason = not_ready_reason(self.runtime)
+        if reason is None:
+            return _text(HTTPStatus.OK, "ready\n")
+        return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n")
 
-    def _safe_respond(self, method: str, target: str) -> Response:
-        try:
-            return self.respond(method, target)
-        except Exception:  # one broken endpoint must not take the sidecar down
-            log.exception("HTTP %s %s failed", method, target)
-            return Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")
+    async def status(self, request: Request) -> Response:
+        body = json.dumps(node_status(self.runtime), indent=2, sort_keys=True) + "\n"
+        return _text(HTTPStatus.OK, body, _JSON)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(scrape(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-class _BadRequest(ValueError):
-    """A request line or head that is not HTTP/1.x."""
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _text(HTTPStatus.NOT_FOUND, f"not found: {_ROUTES_HINT}\n")
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest("bad request line")
-    return parts[0], parts[1]
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return _text(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD\n")
 
 
-def _encode(response: Response, include_body: bool) -> bytes:
-    head = (
-        f"HTTP/1.1 {response.status.value} {response.status.phrase}\r\n"
-        f"Content-Type: {response.content_type}\r\n"
-        f"Content-Length: {len(response.body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + (response.body if include_body else b"")
-
-
-async def start_http(runtime: Runtime, host: str, port: int) -> HttpServer:
-    """Serve /healthz /readyz /status /metrics for `runtime` until `close()`."""
-    server = HttpServer(runtime)
-    await server.start(host, port)
-    log.info("http on %s:%d", host, server.port)
-    return server
-
-
-__all__ = ["HttpServer", "Response", "node_status", "not_ready_reason", "start_http"]
+__all__ = ["HttpServer", "node_status", "not_ready_reason"]
