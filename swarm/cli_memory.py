@@ -9,19 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel, ConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from swarm.bridge import RenderConflict, RenderError, write_atomic
-from swarm.config import ConfigError, load_settings
+from swarm.config import ConfigError, Settings, load_settings, setting
 from swarm.node import CONFIRM_DELETES_FILE
 from swarm.store import Store, StoreError
 
 
-class LocalSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class LocalSettings(Settings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, validate_default=False)
 
-    dir: Path
-    state_dir: Path | None = None
+    dir: Path = setting("SWARM_DIR")
+    state_dir: Path | None = setting("SWARM_STATE_DIR", None)
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -30,7 +30,7 @@ class LocalSettings(BaseModel):
 
 def _local(dir_: Path | None, state_dir: Path | None) -> LocalSettings:
     try:
-        return load_settings(LocalSettings, {"dir": dir_, "state_dir": state_dir})  # type: ignore[type-var]
+        return load_settings(LocalSettings, {"dir": dir_, "state_dir": state_dir})
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable

@@ -1,7 +1,10 @@
 """Settings of the daemon and the CLI: flags win over the environment, which wins over a TOML file.
 
-One pydantic model validates the merged values, so a bad value anywhere is a one-line error that
-names the setting and where it came from.
+pydantic-settings layers the three sources in that declared order (`settings_customise_sources`)
+and one pydantic model validates the result, so a bad value anywhere is a one-line error that
+names the setting and where it came from. Each setting's environment variable is declared on its
+field (`setting("SWARM_...")`), so users and compose files can grep for them; `env_names()` lists
+them.
 """
 
 from __future__ import annotations
@@ -9,74 +12,129 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
 )
 
 from swarm.transport.redis_keys import SwarmNameError, check_swarm_name
 
-SettingsT = TypeVar("SettingsT", bound="SwarmSettings")
+SettingsT = TypeVar("SettingsT", bound="Settings")
 DEFAULT_HTTP = "127.0.0.1:8732"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CONFIG_ENV = "SWARM_CONFIG"  # the TOML file, when --config is not given
+_LIST_SEPARATOR = ","  # list settings in the environment: SWARM_INCLUDE="*.md,*.txt"
 
-# Setting -> environment variable. Explicit, so users (and compose files) can grep for them.
-ENV_NAMES: dict[str, str] = {
-    "dir": "SWARM_DIR",
-    "swarm": "SWARM_NAME",
-    "node": "SWARM_NODE",
-    "redis_url": "SWARM_REDIS_URL",
-    "role": "SWARM_ROLE",
-    "state_dir": "SWARM_STATE_DIR",
-    "http": "SWARM_HTTP",
-    "debounce_ms": "SWARM_DEBOUNCE_MS",
-    "max_file_bytes": "SWARM_MAX_FILE_BYTES",
-    "include": "SWARM_INCLUDE",
-    "ignore": "SWARM_IGNORE",
-    "private": "SWARM_PRIVATE",
-    "delete_guard_share": "SWARM_DELETE_GUARD_SHARE",
-    "heartbeat_interval": "SWARM_HEARTBEAT_INTERVAL",
-    "offline_after": "SWARM_OFFLINE_AFTER",
-    "grace": "SWARM_GRACE",
-    "log_json": "SWARM_LOG_JSON",
-    "log_level": "SWARM_LOG_LEVEL",
-    "key_file": "SWARM_KEY_FILE",
-    "key": "SWARM_KEY",
-    "encrypt": "SWARM_ENCRYPT",
-    "redis_username": "SWARM_REDIS_USERNAME",
-    "redis_password": "SWARM_REDIS_PASSWORD",
-    "redis_ca_file": "SWARM_REDIS_CA_FILE",
-}
-CONFIG_ENV = "SWARM_CONFIG"
-_LIST_SETTINGS = {"include", "ignore", "private"}
+
+def setting(env: str, default: Any = ..., **constraints: Any) -> Any:
+    """A settings field read from the environment variable `env` (and from flags and TOML by its
+    own name)."""
+    return Field(default, json_schema_extra={"env": env}, **constraints)
+
+
+def env_name(field: FieldInfo) -> str | None:
+    extra = field.json_schema_extra
+    name = extra.get("env") if isinstance(extra, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def env_names(model: type[BaseSettings] | None = None) -> dict[str, str]:
+    """Setting -> its environment variable (of the daemon's settings by default)."""
+    model = model or DaemonSettings
+    return {
+        name: env
+        for name, field in model.model_fields.items()
+        if (env := env_name(field)) is not None
+    }
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    environ: Mapping[str, str]
+    toml: dict[str, Any]
+
+
+# What `load_settings` hands the sources of one load. Unset (a model built in code, as tests
+# and `agent_settings` do): the given values and the defaults, nothing from outside.
+_INPUTS: ContextVar[_Inputs | None] = ContextVar("swarm_settings_inputs", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """The environment variables declared on the fields, exactly as named; lists are comma
+    separated (not JSON)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return dict(self._environ)
+
+    def _extract_field_info(
+        self, field: FieldInfo, field_name: str, model_config: Any = None
+    ) -> list[tuple[str, str, bool]]:
+        env = env_name(field)
+        return [] if env is None else [(field_name, env, False)]
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        return [item.strip() for item in str(value).split(_LIST_SEPARATOR) if item.strip()]
+
+
+class Settings(BaseSettings):
+    """Settings of any command: the sources and their order."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the init values) > environment > TOML file; no .env file, no secrets folder."""
+        inputs = _INPUTS.get()
+        if inputs is None:
+            return (init_settings,)
+        return (
+            init_settings,
+            _Environment(settings_cls, inputs.environ),
+            InitSettingsSource(settings_cls, init_kwargs=inputs.toml),
+        )
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming it."""
 
 
-class SwarmSettings(BaseModel):
+class SwarmSettings(Settings):
     """Settings shared by every command that talks to a swarm."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    swarm: str
-    redis_url: str = DEFAULT_REDIS_URL
+    swarm: str = setting("SWARM_NAME")
+    redis_url: str = setting("SWARM_REDIS_URL", DEFAULT_REDIS_URL)
     # The swarm key: a file, or base64 text in $SWARM_KEY (no flag: argv is visible to everyone).
-    key_file: Path | None = None
-    key: SecretStr | None = None
-    encrypt: bool = True  # with a key: False authenticates without encrypting
-    redis_username: str | None = Field(default=None, min_length=1)
-    redis_password: SecretStr | None = None  # or in the URL; no flag, like the key
-    redis_ca_file: Path | None = None  # CA bundle that signs the server's cert (rediss://)
+    key_file: Path | None = setting("SWARM_KEY_FILE", None)
+    key: SecretStr | None = setting("SWARM_KEY", None)
+    encrypt: bool = setting("SWARM_ENCRYPT", True)  # with a key: False authenticates only
+    redis_username: str | None = setting("SWARM_REDIS_USERNAME", None, min_length=1)
+    # Or in the URL; no flag, like the key.
+    redis_password: SecretStr | None = setting("SWARM_REDIS_PASSWORD", None)
+    # CA bundle that signs the server's cert (rediss://).
+    redis_ca_file: Path | None = setting("SWARM_REDIS_CA_FILE", None)
 
     @field_validator("swarm")
     @classmethod
@@ -103,22 +161,26 @@ class SwarmSettings(BaseModel):
 
 
 class DaemonSettings(SwarmSettings):
-    dir: Path
-    node: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\s]+$")
-    role: str = Field(default="", max_length=64)
-    state_dir: Path | None = None
-    http: str = DEFAULT_HTTP
-    debounce_ms: int = Field(default=30, ge=0, le=10_000)
-    max_file_bytes: int = Field(default=4 * 1024 * 1024, ge=1, le=64 * 1024 * 1024)
-    include: tuple[str, ...] = ("*.md",)
-    ignore: tuple[str, ...] = ()
-    private: tuple[str, ...] = ("memory/private/", "*.private.md")
-    delete_guard_share: float = Field(default=0.5, gt=0, le=1)
-    heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
-    offline_after: float = Field(default=5.0, gt=0, le=3600)
-    grace: float = Field(default=5.0, ge=0, le=300)
-    log_json: bool = False
-    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+    dir: Path = setting("SWARM_DIR")
+    node: str | None = setting(
+        "SWARM_NODE", None, min_length=1, max_length=128, pattern=r"^[^\s]+$"
+    )
+    role: str = setting("SWARM_ROLE", "", max_length=64)
+    state_dir: Path | None = setting("SWARM_STATE_DIR", None)
+    http: str = setting("SWARM_HTTP", DEFAULT_HTTP)
+    debounce_ms: int = setting("SWARM_DEBOUNCE_MS", 30, ge=0, le=10_000)
+    max_file_bytes: int = setting("SWARM_MAX_FILE_BYTES", 4 * 1024 * 1024, ge=1, le=64 * 2**20)
+    include: tuple[str, ...] = setting("SWARM_INCLUDE", ("*.md",))
+    ignore: tuple[str, ...] = setting("SWARM_IGNORE", ())
+    private: tuple[str, ...] = setting("SWARM_PRIVATE", ("memory/private/", "*.private.md"))
+    delete_guard_share: float = setting("SWARM_DELETE_GUARD_SHARE", 0.5, gt=0, le=1)
+    heartbeat_interval: float = setting("SWARM_HEARTBEAT_INTERVAL", 1.0, gt=0, le=60)
+    offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
+    grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)
+    log_json: bool = setting("SWARM_LOG_JSON", False)
+    log_level: str = setting(
+        "SWARM_LOG_LEVEL", "info", pattern=r"^(?i)(debug|info|warning|error)$"
+    )
 
     @field_validator("http")
     @classmethod
@@ -141,7 +203,7 @@ class StatusSettings(DaemonSettings):
     """`swarm status` reads the daemon's settings (so one config file or environment serves
     both) but needs only the swarm and Redis: the memory folder is optional."""
 
-    dir: Path | None = None  # type: ignore[assignment]
+    dir: Path | None = setting("SWARM_DIR", None)  # type: ignore[assignment]
 
 
 def parse_http(value: str) -> tuple[str, int]:
@@ -156,44 +218,65 @@ def load_settings(
     flags: dict[str, Any],
     *,
     config_file: Path | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> SettingsT:
-    """Merge TOML file < environment < flags (None flags are unset) and validate."""
-    environ = dict(os.environ) if environ is None else environ
-    sources: dict[str, str] = {}
-    values: dict[str, Any] = {}
+    """The settings from flags (None: not given), the environment and the TOML file (`--config`,
+    else $SWARM_CONFIG), in that order of precedence, validated; ConfigError in one line."""
+    environ = os.environ if environ is None else environ
     config_path = config_file or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
-    if config_path is not None:
-        for key, value in _read_toml(config_path).items():
-            values[key] = value
-            sources[key] = f"{config_path}"
-    for key, env_name in ENV_NAMES.items():
-        if key in model.model_fields and env_name in environ:
-            raw = environ[env_name]
-            values[key] = _split_list(raw) if key in _LIST_SETTINGS else raw
-            sources[key] = f"${env_name}"
-    for key, value in flags.items():
-        if value is not None and value != ():
-            values[key] = value
-            sources[key] = "--" + key.replace("_", "-")
-    unknown = sorted(set(values) - set(model.model_fields))
-    if unknown:
-        where = sources.get(unknown[0], "config")
-        raise ConfigError(f"unknown setting {unknown[0]!r} (from {where})")
+    toml = _read_toml(config_path) if config_path is not None else {}
+    given = {key: value for key, value in flags.items() if value is not None and value != ()}
+    sources = _Sources(model, given, environ, toml, config_path)
+    if model.model_config.get("extra") == "forbid":
+        unknown = sorted(set(toml) - set(model.model_fields))
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} (from {config_path})")
+    token = _INPUTS.set(_Inputs(environ, toml))
     try:
-        return model.model_validate(values)
+        return model(**given)
     except ValidationError as exc:
+        raise sources.error(exc) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+    finally:
+        _INPUTS.reset(token)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where each value of one load came from, for the error message (the same precedence)."""
+
+    model: type[BaseSettings]
+    flags: dict[str, Any]
+    environ: Mapping[str, str]
+    toml: dict[str, Any]
+    config_path: Path | None
+
+    def where(self, name: str) -> str | None:
+        field = self.model.model_fields.get(name)
+        env = env_name(field) if field is not None else None
+        if name in self.flags:
+            return "--" + name.replace("_", "-")
+        if env is not None and env in self.environ:
+            return f"${env}"
+        if name in self.toml:
+            return str(self.config_path)
+        return None
+
+    def error(self, exc: ValidationError) -> ConfigError:
         error = exc.errors()[0]
         name = ".".join(str(part) for part in error["loc"]) or "settings"
-        where = sources.get(str(error["loc"][0]) if error["loc"] else "", "")
-        hint = f" (from {where})" if where else ""
+        where = self.where(str(error["loc"][0])) if error["loc"] else None
         if error["type"] == "missing":
-            env = ENV_NAMES.get(name)
+            field = self.model.model_fields.get(name)
+            env = env_name(field) if field is not None else None
             flag = "--" + name.replace("_", "-")
-            hint = f": pass {flag}" + (f" or set {env}" if env else "")
-            raise ConfigError(f"missing setting {name!r}{hint}") from None
+            return ConfigError(
+                f"missing setting {name!r}: pass {flag}" + (f" or set {env}" if env else "")
+            )
         message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"invalid setting {name!r}{hint}: {message}") from None
+        hint = f" (from {where})" if where else ""
+        return ConfigError(f"invalid setting {name!r}{hint}: {message}")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -209,6 +292,3 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: [swarm] must be a table")
     return {key.replace("-", "_"): value for key, value in section.items()}
 
-
-def _split_list(raw: str) -> list[str]:
-    return [item.strip() for item in raw.split(",") if item.strip()]

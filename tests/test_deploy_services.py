@@ -29,7 +29,7 @@ from daemon_harness import (
 from test_http import get
 from test_security_redis import documented_acl
 
-from swarm.config import ENV_NAMES, DaemonSettings, load_settings
+from swarm.config import DaemonSettings, env_names, load_settings
 from swarm.crypto import write_key_file
 from swarm.devredis import RedisServer, free_port
 from swarm.sd_notify import sd_notify
@@ -136,7 +136,7 @@ def test_the_units_are_hardened_notify_services_with_the_key_as_a_credential(mod
     assert source.endswith("/%i.key")
     assert environment["SWARM_KEY_FILE"] == f"%d/{credential}"
     assert one("EnvironmentFile").endswith("/swarm/%i.env")
-    assert set(environment) <= set(ENV_NAMES.values())
+    assert set(environment) <= set(env_names().values())
     assert unit["Install"]["WantedBy"] == (
         ["multi-user.target"] if mode == "system" else ["default.target"]
     )
@@ -148,7 +148,7 @@ def test_the_example_environment_file_holds_valid_daemon_settings(tmp_path: Path
         if raw.strip() and not raw.lstrip().startswith("#"):
             name, _, value = raw.partition("=")
             environ[name] = value
-    assert set(environ) <= set(ENV_NAMES.values()), "a name the daemon does not read"
+    assert set(environ) <= set(env_names().values()), "a name the daemon does not read"
     settings = load_settings(DaemonSettings, {}, environ=environ)
     assert (settings.swarm, str(settings.dir)) == (environ["SWARM_NAME"], environ["SWARM_DIR"])
 
@@ -216,7 +216,7 @@ def test_the_k8s_example_runs_swarm_as_a_native_sidecar_beside_the_agent() -> No
     assert all(c["name"] != "swarm" for c in pod["containers"])
     (agent,) = pod["containers"]
     env = sidecar_env(sidecar)
-    assert set(item["name"] for item in sidecar["env"]) <= set(ENV_NAMES.values())
+    assert set(item["name"] for item in sidecar["env"]) <= set(env_names().values())
 
     # probes: the daemon's endpoints, on the port its HTTP setting listens on
     host, _, port = env["SWARM_HTTP"].rpartition(":")

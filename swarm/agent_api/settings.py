@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from swarm.agent_api.paths import MemoryPaths
-from swarm.config import DaemonSettings
+from swarm.config import DaemonSettings, setting
 
 
 class AgentSettings(DaemonSettings):
-    swarm: str | None = None  # type: ignore[assignment]
+    swarm: str | None = setting("SWARM_NAME", None)  # type: ignore[assignment]
 
     def memory_paths(self) -> MemoryPaths:
         return MemoryPaths(
