@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +94,8 @@ class Arrivals:
         original = node.apply_remote_many
         seen = self.at
 
-        def apply_remote_many(path: str, updates: list[bytes]) -> int:
-            applied = original(path, updates)
+        def apply_remote_many(path: str, updates: list[bytes], senders: Iterable[str] = ()) -> int:
+            applied = original(path, updates, senders)
             now = time.monotonic_ns()
             for update in updates:
                 for found in MARKER.finditer(update):

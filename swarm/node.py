@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from swarm.file_health import DiskState, FileHealth
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
+from swarm.merges import MergeJournal
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
 from swarm.store import Store
@@ -132,6 +133,7 @@ class Node:
         self.edge = Edge(self.policy, options.max_bytes)
         self.counters.rejected_by_reason = self.edge.by_reason
         self.health = FileHealth()
+        self.merges = MergeJournal()  # what renders wrote from peers' edits: log lines, status page
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
@@ -424,14 +426,17 @@ class Node:
 
     # -- remote changes ------------------------------------------------------------------------
 
-    def apply_remote(self, path: str, update: bytes) -> bool:
-        """Merge an update from the swarm; False if it was rejected (malformed, refused).
+    def apply_remote(self, path: str, update: bytes, sender: str | None = None) -> bool:
+        """Merge an update from the swarm (from node `sender`; None: a snapshot); False if it
+        was rejected (malformed, refused).
 
         The caller groups many calls in one `store.batch()` (one commit per burst).
         """
-        return self.apply_remote_many(path, [update]) == 1
+        return self.apply_remote_many(path, [update], (sender,) if sender else ()) == 1
 
-    def apply_remote_many(self, path: str, updates: list[bytes]) -> int:
+    def apply_remote_many(
+        self, path: str, updates: list[bytes], senders: Iterable[str] = ()
+    ) -> int:
         """Merge updates of one path, given in log order, in one go (catch-up reads thousands):
         each writer's adjacent updates are merged first (`merge_runs`), so pycrdt integrates,
         and the store keeps, one instead of many. Returns how many were applied.
@@ -463,6 +468,8 @@ class Node:
         doc = self.docs.get(path)
         if not known and doc is not None and doc.is_empty and not doc.has_pending:
             del self.docs[path]  # nothing of it was applied: no trace of the path
+        elif applied:
+            self.merges.remote(path, senders)
         return applied
 
     def _apply_updates(self, path: str, updates: list[bytes]) -> int:
@@ -732,6 +739,7 @@ class Node:
             return False
         except RenderConflict:
             return False
+        self.merges.rendered(path, last if existed else None, target if exists else None)
         self.counters.rendered += 1
         self.counters.render_seconds.observe(time.perf_counter() - started)
         return True

@@ -247,7 +247,7 @@ class Replicator:
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload)
+            self.node.apply_remote(env.path, env.payload, env.sender)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
@@ -380,13 +380,15 @@ class Replicator:
         """One commit per page; per path, the page's updates in log order with each writer's
         adjacent ones merged (`merge_runs`)."""
         by_path: dict[str, list[bytes]] = {}
+        senders: dict[str, set[str]] = {}
         for message in messages:
             env = message.envelope
             if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
                 by_path.setdefault(env.path, []).append(env.payload)
+                senders.setdefault(env.path, set()).add(env.sender)
         with self.node.store.batch():
             for path, updates in by_path.items():
-                self.node.apply_remote_many(path, updates)
+                self.node.apply_remote_many(path, updates, senders[path])
             if _stream_key(last) > _stream_key(self.cursor):
                 self.cursor = last
                 self.node.store.set_meta("cursor", last)
