@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Set up everything swarm needs on a fresh Debian machine with Python 3.11: a virtualenv in .venv
-# with the project and its test tools, and redis-server (from Debian's packages) when missing.
+# with the project and its test tools, and redis-server and chromium (from Debian's packages)
+# when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "setup: installing redis-server" >&2
+# Debian packages: redis-server (the tests start their own) and chromium (the status page is
+# tested in a real headless browser, driven by Playwright; Playwright never downloads one).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq redis-server >/dev/null
+    # shellcheck disable=SC2086
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 PY="${PYTHON:-python3}"

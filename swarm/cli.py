@@ -43,7 +43,7 @@ _DAEMON_OPTIONS = (
     click.option("--role", help="Free text shown in status, e.g. cloud or local."),
     click.option("--state-dir", type=click.Path(path_type=Path), help="Default: <dir>/.swarm."),
     click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings."),
-    click.option("--http", help="HOST:PORT for /healthz /readyz /status /metrics; 0 disables."),
+    click.option("--http", help="HOST:PORT of the status page and /healthz etc.; 0 disables."),
     click.option("--debounce-ms", type=int, help="Settle time for file events (default 30)."),
     click.option("--log-json", is_flag=True, default=None, help="One JSON object per log line."),
     click.option("--log-level", help="debug, info, warning or error."),

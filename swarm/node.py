@@ -134,6 +134,8 @@ class Node:
         self.counters.rejected_by_reason = self.edge.by_reason
         self.health = FileHealth()
         self.merges = MergeJournal()  # what renders wrote from peers' edits: log lines, status page
+        # path -> when this node last changed it itself (since it started): status, "last change"
+        self.changed_at: dict[str, float] = {}
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
@@ -412,9 +414,11 @@ class Node:
         self._last[path] = text
         return text
 
-    def _append(self, path: str, update: bytes, *, local: bool) -> None:
-        self.store.append_update(path, update, local=local)
+    def _append(self, path: str, update: bytes, *, local: bool) -> int | None:
+        if local:
+            self.changed_at[path] = time.time()
         self._log_grew.add(path)
+        return self.store.append_update(path, update, local=local)
 
     def _persist_local(self, path: str, updates: list[bytes]) -> None:
         if not updates:
@@ -845,8 +849,7 @@ class Node:
             update = doc.write(target, [current]) if target != current else None
             outbox_id = None
             if update is not None:
-                outbox_id = self.store.append_update(path, update, local=True)  # log + outbox
-                self._log_grew.add(path)
+                outbox_id = self._append(path, update, local=True)  # log + outbox
                 self._notify()
                 self.mark_dirty(path)
             return doc.state_vector(), outbox_id

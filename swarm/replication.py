@@ -462,6 +462,7 @@ class Replicator:
             "hash": hashlib.blake2b(content, digest_size=16).hexdigest(),
             "exists": doc.exists,
             "pending": doc.has_pending,
+            "changed": self.node.changed_at.get(path),  # when this node last changed it itself
         }
         self._facts[path] = (doc.revision, facts)
         return facts

@@ -49,6 +49,7 @@ from swarm.config import SwarmSettings
 from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
 from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
+from swarm.status_files import files_table
 from swarm.transport import codec
 from swarm.transport.base import TransportError
 from swarm.transport.redis_transport import NodeRecord, parse_stream_id
@@ -84,6 +85,7 @@ class FileFacts:
     exists: bool
     pending: bool
     hash: str | None = None  # of the document's content (the bytes its disk should hold)
+    changed: float | None = None  # when the node last changed it itself (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class FileView:
     digest: str  # of the target state vector
     hash: str | None = None  # content hash reported by the nodes that hold the target
     disk_differs: tuple[str, ...] = ()  # online nodes whose disk does not hold it (yet)
+    changed_at: float | None = None  # the newest change a node reports having made to it
+    changed_by: str | None = None  # that node
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,8 @@ class SwarmView:
                     "digest": f.digest,
                     "hash": f.hash,
                     "disk_differs": list(f.disk_differs),
+                    "changed_at": f.changed_at,
+                    "changed_by": f.changed_by,
                 }
                 for f in self.files
             ],
@@ -219,12 +225,14 @@ def parse_files(info: dict[str, Any]) -> dict[str, FileFacts]:
             continue
         size = entry.get("size")
         digest = entry.get("hash")
+        changed = entry.get("changed")
         facts[path] = FileFacts(
             sv=sv,
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             exists=bool(entry.get("exists", True)),
             pending=bool(entry.get("pending", False)),
             hash=digest if isinstance(digest, str) else None,
+            changed=float(changed) if isinstance(changed, int | float) and changed > 0 else None,
         )
     return facts
 
@@ -359,6 +367,10 @@ def build_view(
         holders = [facts[node][path] for node in online if path in facts[node]]
         complete = [fact for fact in holders if vector.covers(fact.sv, target)]
         shown = complete[0] if complete else (holders[0] if holders else None)
+        changes = [
+            (facts[node][path].changed or 0.0, node) for node in facts if path in facts[node]
+        ]
+        changed_at, changed_by = max(changes, default=(0.0, None))
         files.append(
             FileView(
                 path=path,
@@ -369,6 +381,8 @@ def build_view(
                 digest=vector.digest(target),
                 hash=agreed.get(path),
                 disk_differs=differing,
+                changed_at=changed_at or None,
+                changed_by=changed_by if changed_at else None,
             )
         )
     sealed = tuple(
@@ -548,23 +562,6 @@ def _first_difference(node: NodeView) -> str | None:
         more = len(node.disk_differs) - 1
         return f"{path}: {reason}" + (f" (and {more} more)" if more else "")
     return None
-
-
-def files_table(view: SwarmView) -> Table:
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("file", "size", "same everywhere", "lagging nodes"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for item in view.files:
-        size = "-" if item.size is None else str(item.size)
-        if not item.exists:
-            size += " (deleted)"
-        table.add_row(
-            item.path,
-            size,
-            Text("yes", style="green") if item.converged else Text("no", style="red"),
-            ", ".join([*item.lagging, *(f"{n} (disk)" for n in item.disk_differs)]) or "-",
-        )
-    return table
 
 
 def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> RenderableType:

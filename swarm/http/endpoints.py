@@ -1,4 +1,5 @@
-"""The sidecar's HTTP side: liveness, readiness, this node's status, Prometheus metrics.
+"""The sidecar's HTTP side: liveness, readiness, this node's status, Prometheus metrics, and the
+status page (`page.py`).
 
 Starlette routes served by uvicorn in the daemon's loop (`serving.py` says why); one request per
 connection (`Connection: close`) and nothing cached, as curl, probes and scrapers expect. The
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from swarm.http.page import StatusPage
 from swarm.http.serving import listen_tcp, serve_app
 from swarm.metrics import CONTENT_TYPE_LATEST, registry_for, scrape
 from swarm.transport.redis_errors import CONNECTION
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _HEADERS = [(b"cache-control", b"no-store"), (b"connection", b"close")]
-_ROUTES_HINT = "try /healthz /readyz /status /metrics"
+_ROUTES_HINT = "try / (the status page) /healthz /readyz /status /metrics"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -140,7 +142,10 @@ class HttpServer:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.registry = registry_for(runtime)
+        page = StatusPage(runtime)
         routes = [
+            Route("/", _guarded(page.page), methods=["GET"]),
+            Route("/api/swarm", _guarded(page.data), methods=["GET"]),
             Route("/healthz", _guarded(self.healthz), methods=["GET"]),
             Route("/readyz", _guarded(self.readyz), methods=["GET"]),
             Route("/status", _guarded(self.status), methods=["GET"]),
