@@ -41,6 +41,7 @@ from swarm.bridge import (
 )
 from swarm.bridge.pathrules import path_problem, shown
 from swarm.bridge.render import AgentWriteCaptured
+from swarm.bridge.survey import Survey
 from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
 from swarm.file_health import DiskState, FileHealth
 from swarm.heap import release_free_memory
@@ -112,7 +113,8 @@ class Node:
         self.policy = PathPolicy(
             options.root,
             include=options.include,
-            ignore=(*options.ignore, *options.private),
+            ignore=options.ignore,
+            private=options.private,
             state_dir=options.state_dir,
         )
         self.docs: dict[str, MemoryDoc] = {}
@@ -136,6 +138,7 @@ class Node:
         self.merges = MergeJournal()  # what renders wrote from peers' edits: log lines, status page
         # path -> when this node last changed it itself (since it started): status, "last change"
         self.changed_at: dict[str, float] = {}
+        self.not_synced = Survey()  # what the folder holds that does not sync, as of the rescan
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
@@ -785,7 +788,7 @@ class Node:
     async def rescan(self) -> None:
         """Ingest every file whose stat changed since this node last read or wrote it: the
         safety net for events a watcher can miss (before it is armed, on overflow)."""
-        on_disk = await asyncio.to_thread(_stat_all, self.root, self.policy)
+        on_disk, self.not_synced = await asyncio.to_thread(_stat_all, self.root, self.policy)
         for path, key in on_disk.items():
             if self._stats.get(path) != key:
                 await self.ingest(path)
@@ -894,15 +897,16 @@ def _write_and_stat(
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _stat_all(root: Path, policy: PathPolicy) -> dict[str, tuple[int, int, int]]:
+def _stat_all(root: Path, policy: PathPolicy) -> tuple[dict[str, tuple[int, int, int]], Survey]:
     found: dict[str, tuple[int, int, int]] = {}
-    for path in scan(root, policy):
+    survey = Survey()
+    for path in scan(root, policy, survey):
         try:
             st = (root / path).stat()
         except OSError:
             continue
         found[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return found
+    return found, survey
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -425,6 +425,7 @@ class Replicator:
             "deletions_held": node.deletions_held,
             "disk": node.health.summary(node.disk_states()),
             "refused": node.edge.refused(),
+            "not_synced": node.not_synced.to_json(),
             "files_digest": digest,
             "files": files,
         }

@@ -49,7 +49,7 @@ from swarm.config import SwarmSettings
 from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
 from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
-from swarm.status_files import files_table
+from swarm.status_files import files_table, not_synced_table, parse_not_synced
 from swarm.transport import codec
 from swarm.transport.base import TransportError
 from swarm.transport.redis_transport import NodeRecord, parse_stream_id
@@ -108,6 +108,8 @@ class NodeView:
     skipped: dict[str, str]
     disk_differs: dict[str, str] = field(default_factory=dict)  # path -> why, in a few words
     refused: tuple[str, ...] = ()  # paths its policy never syncs
+    # what its folder holds that does not sync: {"counts": {reason: n}, "paths": {path: reason}}
+    not_synced: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class SwarmView:
                     "skipped": dict(n.skipped),
                     "disk_differs": dict(n.disk_differs),
                     "refused": list(n.refused),
+                    "not_synced": n.not_synced or {"counts": {}, "paths": {}},
                 }
                 for n in self.nodes
             ],
@@ -309,6 +312,7 @@ def _node_view(
         skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
         disk_differs=dict(sorted(differs.items())),
         refused=refused(info),
+        not_synced=parse_not_synced(info),
     )
 
 
@@ -570,6 +574,8 @@ def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> 
         parts.append(nodes_table(view))
     if with_files and view.files:
         parts.append(files_table(view))
+    if with_files:
+        parts.extend(not_synced_table(view))
     if view.redis.unreadable:
         parts.append(Text(f"unreadable in Redis: {', '.join(view.redis.unreadable)}", "red"))
     if view.redis.rejected:

@@ -1,11 +1,13 @@
 """`swarm status --files`: one row per file the swarm syncs (same everywhere, size, last change
-and by which node, lagging nodes)."""
+and by which node, lagging nodes), then per node what its folder holds that does not sync, and
+why (counts by reason, and some of the paths: a node reports a bounded sample)."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -39,3 +41,41 @@ def files_table(view: SwarmView) -> Table:
             ", ".join([*item.lagging, *(f"{n} (disk)" for n in item.disk_differs)]) or "-",
         )
     return table
+
+
+def parse_not_synced(info: dict[str, Any]) -> dict[str, Any]:
+    """A heartbeat's `not_synced` report, malformed parts left out."""
+    raw = info.get("not_synced")
+    if not isinstance(raw, dict):
+        return {}
+    counts, paths = raw.get("counts"), raw.get("paths")
+    return {
+        "counts": {
+            str(k): v for k, v in (counts if isinstance(counts, dict) else {}).items()
+            if isinstance(v, int) and not isinstance(v, bool)
+        },
+        "paths": {str(k): str(v) for k, v in (paths if isinstance(paths, dict) else {}).items()},
+    }  # fmt: skip
+
+
+def not_synced_table(view: SwarmView) -> list[RenderableType]:
+    """Per online node with anything not synced: one line of counts, then the sample."""
+    parts: list[RenderableType] = []
+    for node in view.nodes:
+        report = node.not_synced
+        counts = report.get("counts") or {}
+        if not node.online or not counts:
+            continue
+        total = ", ".join(f"{count} {reason}" for reason, count in counts.items())
+        parts.append(Text(f"not synced on {node.node}: {total}", style="bold"))
+        table = Table(show_edge=False, show_header=False, padding=(0, 2))
+        table.add_column("path")
+        table.add_column("why", style="dim")
+        paths = report.get("paths") or {}
+        for path, reason in paths.items():
+            table.add_row(path, reason)
+        shown = len(paths)
+        if shown < sum(counts.values()):
+            table.add_row(f"... and {sum(counts.values()) - shown} more", "")
+        parts.append(table)
+    return parts

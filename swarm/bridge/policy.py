@@ -1,8 +1,12 @@
-"""Which paths of the memory folder sync.
+"""Which paths of the memory folder sync, and why the others do not.
 
 Patterns use gitignore syntax (pathspec). As in git, a file inside an ignored folder stays
 ignored even when a later `!pattern` names it: the scan prunes ignored folders, so accepting
-such a file would make the watcher and the scan disagree.
+such a file would make the watcher and the scan disagree. Both ask the same two questions,
+`folder_reason` and `file_reason` (`ignores_dir` and `accepts` are their yes/no): the settings
+(`include`, `ignore`, `private`, `.swarmignore`) first, then the workspace's defaults
+(`workspace.py`: nested repositories, dependencies, virtual environments, build and cache
+folders, `.gitignore`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from pathspec import GitIgnoreSpec
 
 from swarm.bridge.pathrules import path_problem
+from swarm.bridge.workspace import Workspace
 
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.md",)
 DEFAULT_IGNORE: tuple[str, ...] = (
@@ -35,6 +40,12 @@ TEMP_MARK = ".swarm-tmp"
 PROTECTED_IGNORE: tuple[str, ...] = (".swarm/", ".git/", f".*{TEMP_MARK}*")
 SWARMIGNORE = ".swarmignore"
 
+# Reasons a path does not sync, as status shows them (besides the workspace's, workspace.py).
+IGNORED = "ignored (ignore setting, .swarmignore or editor temp file)"
+PRIVATE = "private (never leaves this node)"
+NOT_INCLUDED = "not a memory file (include)"
+SWARM_STATE = "swarm's own state"
+
 
 class PathPolicy:
     """Decides whether a POSIX path relative to the memory folder is synced."""
@@ -45,7 +56,9 @@ class PathPolicy:
         *,
         include: Sequence[str] = DEFAULT_INCLUDE,
         ignore: Sequence[str] = (),
+        private: Sequence[str] = (),
         state_dir: Path | None = None,
+        workspace_defaults: bool = True,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self._real_root = Path(os.path.realpath(root))
@@ -57,30 +70,62 @@ class PathPolicy:
                 protected.append("/" + _escape(state_rel) + "/")
         self._protected = GitIgnoreSpec.from_lines(protected)
         self._extra_ignore = tuple(ignore)
+        self._private = GitIgnoreSpec.from_lines(list(private))
+        self.workspace = Workspace(self.root) if workspace_defaults else None
         self.generation = 0
         self._ignore = self._build_ignore()
 
     def reload(self) -> None:
-        """Re-read `.swarmignore` after it changed."""
+        """Re-read `.swarmignore`, and look at the disk again for the workspace's defaults
+        (after `.swarmignore`, a `.gitignore`, a `.git` or a `pyvenv.cfg` changed)."""
         self._ignore = self._build_ignore()
+        if self.workspace is not None:
+            self.workspace.forget()
         self.generation += 1  # lets callers that cache `accepts` notice
 
     def accepts(self, rel: str) -> bool:
         """True when `rel` names a file inside the root that is included and not ignored."""
-        name = rel.rpartition("/")[2]
-        if name.startswith(".") and TEMP_MARK in name:
-            return False  # a render's temp file (protected below too): every render makes one
-        if path_problem(rel) is not None:
-            return False
-        if not self._include.match_file(rel) or self._ignored(rel):
-            return False
-        if any(self.ignores_dir(parent) for parent in _parent_dirs(rel)):
-            return False
-        return self._stays_inside(rel)
+        return self.file_reason(rel) is None
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """True when the folder `rel_dir` (POSIX, relative) is ignored as a whole."""
-        return self._ignored(rel_dir.rstrip("/") + "/")
+        return self.folder_reason(rel_dir) is not None
+
+    def file_reason(self, rel: str) -> str | None:
+        """Why the file `rel` does not sync (its own name, then its folders), None if it does."""
+        name = rel.rpartition("/")[2]
+        if name.startswith(".") and TEMP_MARK in name:
+            return SWARM_STATE  # a render's temp file (protected below too): every render makes one
+        problem = path_problem(rel)
+        if problem is not None:
+            return problem
+        reason = self._name_reason(rel)
+        if reason is None and not self._include.match_file(rel):
+            reason = NOT_INCLUDED
+        if reason is None:
+            reason = next(filter(None, map(self.folder_reason, _parent_dirs(rel))), None)
+        if reason is None and self.workspace is not None:
+            reason = self.workspace.file_reason(rel)
+        if reason is None and not self._stays_inside(rel):
+            reason = "a symlink leads out of the memory folder"
+        return reason
+
+    def folder_reason(self, rel_dir: str) -> str | None:
+        """Why the folder `rel_dir` (POSIX, relative) is skipped as a whole, None if not."""
+        rel_dir = rel_dir.rstrip("/")
+        reason = self._name_reason(rel_dir + "/")
+        if reason is None and self.workspace is not None:
+            reason = self.workspace.folder_reason(rel_dir)
+        return reason
+
+    def _name_reason(self, rel: str) -> str | None:
+        if self._protected.match_file(rel):
+            return SWARM_STATE
+        if self._private.match_file(rel):
+            return PRIVATE
+        if self._ignore.match_file(rel):
+            return IGNORED
+        return None
 
     def relative(self, path: Path) -> str | None:
         """The POSIX path of `path` relative to the root, or None when it is not inside."""
@@ -93,9 +138,6 @@ class PathPolicy:
             posix = rel.as_posix()
             return None if posix == "." else posix
         return None
-
-    def _ignored(self, rel: str) -> bool:
-        return self._protected.match_file(rel) or self._ignore.match_file(rel)
 
     def _build_ignore(self) -> GitIgnoreSpec:
         return GitIgnoreSpec.from_lines(

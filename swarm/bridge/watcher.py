@@ -16,7 +16,9 @@ from pathlib import Path
 from watchfiles import awatch
 
 from swarm.bridge.pathrules import MAX_DEPTH
-from swarm.bridge.policy import SWARMIGNORE, PathPolicy
+from swarm.bridge.policy import SWARM_STATE, SWARMIGNORE, PathPolicy
+from swarm.bridge.survey import Survey
+from swarm.bridge.workspace import MARKER_NAMES
 
 DEFAULT_DEBOUNCE_MS = 30
 _STEP_MS = 5  # quiet time after the last change before a batch is yielded
@@ -29,12 +31,15 @@ class FileEvent:
     deleted: bool
 
 
-def scan(root: Path, policy: PathPolicy) -> list[str]:
-    """Every accepted regular file under `root`, sorted; ignored folders are not entered."""
-    return sorted(_scan_under(root, policy, ""))
+def scan(root: Path, policy: PathPolicy, survey: Survey | None = None) -> list[str]:
+    """Every accepted regular file under `root`, sorted; ignored folders are not entered. With a
+    `survey`, what is skipped is noted there with its reason."""
+    return sorted(_scan_under(root, policy, "", survey))
 
 
-def _scan_under(root: Path, policy: PathPolicy, rel_dir: str) -> set[str]:
+def _scan_under(
+    root: Path, policy: PathPolicy, rel_dir: str, survey: Survey | None = None
+) -> set[str]:
     found: set[str] = set()
     start = root / rel_dir if rel_dir else root
     for folder, dirnames, filenames in os.walk(start, followlinks=False):
@@ -42,12 +47,27 @@ def _scan_under(root: Path, policy: PathPolicy, rel_dir: str) -> set[str]:
         prefix = "" if rel_folder == "." else rel_folder + "/"
         if prefix.count("/") + 1 >= MAX_DEPTH:
             dirnames[:] = []  # nothing deeper can sync (and a deep walk would exhaust the stack)
-        dirnames[:] = [d for d in dirnames if not policy.ignores_dir(prefix + d)]
+        entered = []
+        for name in dirnames:
+            reason = policy.folder_reason(prefix + name)
+            if reason is None:
+                entered.append(name)
+            elif survey is not None and reason != SWARM_STATE:
+                survey.skipped(prefix + name, reason, folder=True)
+        dirnames[:] = entered
         for name in filenames:
             rel = prefix + name
-            if policy.accepts(rel) and os.path.isfile(root / rel):
-                found.add(rel)
+            reason = policy.file_reason(rel)
+            if reason is None:
+                if os.path.isfile(root / rel):
+                    found.add(rel)
+            elif survey is not None and reason != SWARM_STATE and name not in _SETUP_FILES:
+                survey.skipped(rel, reason, folder=False)
     return found
+
+
+# Files that say how the folder syncs, not memory: never listed as "not synced".
+_SETUP_FILES = frozenset({SWARMIGNORE, *MARKER_NAMES})
 
 
 class FolderWatcher:
@@ -80,8 +100,8 @@ class FolderWatcher:
     def _batch(self, raw_paths: list[str]) -> list[FileEvent]:
         touched: set[str] = set()
         rels = [rel for rel in map(self._relative, raw_paths) if rel is not None]
-        if SWARMIGNORE in rels:
-            touched |= self._reload_policy()
+        if any(rel == SWARMIGNORE or rel.rpartition("/")[2] in MARKER_NAMES for rel in rels):
+            touched |= self._reload_policy()  # what syncs may have changed
         for rel in rels:
             if rel == SWARMIGNORE:
                 continue
@@ -113,7 +133,8 @@ class FolderWatcher:
         return {known for known in self._known if known.startswith(prefix)}
 
     def _reload_policy(self) -> set[str]:
-        """Re-read .swarmignore; files it newly admits are reported, newly ignored ones forgotten.
+        """Re-read .swarmignore and the workspace's markers and .gitignore files; files they
+        newly admit are reported, newly ignored ones forgotten.
 
         Ignoring a file must not delete it on other nodes, so no deletion is reported.
         """
