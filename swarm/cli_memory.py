@@ -1,5 +1,6 @@
 """Commands on a node's own memory: what is kept of deleted files, restoring them, and confirming
-deletions held back by the mass-delete guard. They need only the state folder, not Redis."""
+deletions held back by the mass-delete guard or new files held by the new-file budget. They
+need only the state folder, not Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from swarm.bridge import RenderConflict, RenderError, write_atomic
 from swarm.config import ConfigError, Settings, load_settings, setting
+from swarm.flood import CONFIRM_FILES_FILE
 from swarm.node import CONFIRM_DELETES_FILE
 from swarm.store import Store, StoreError
 
@@ -139,4 +141,17 @@ def confirm_deletes(dir_: Path | None, state_dir: Path | None) -> None:
     click.echo("confirmed: the daemon propagates the held deletions within a second")
 
 
-COMMANDS = (history, restore, confirm_deletes)
+@click.command("confirm-files")
+@dir_option
+@state_option
+def confirm_files(dir_: Path | None, state_dir: Path | None) -> None:
+    """Let a daemon send the new files its new-file budget is holding back."""
+    settings = _local(dir_, state_dir)
+    state = settings.resolved_state_dir
+    if not state.is_dir():
+        _fail(f"no swarm state in {state}")
+    (state / CONFIRM_FILES_FILE).touch()
+    click.echo("confirmed: the daemon sends the held new files within a second")
+
+
+COMMANDS = (history, restore, confirm_deletes, confirm_files)

@@ -174,6 +174,9 @@ class DaemonSettings(SwarmSettings):
     ignore: tuple[str, ...] = setting("SWARM_IGNORE", ())
     private: tuple[str, ...] = setting("SWARM_PRIVATE", ("memory/private/", "*.private.md"))
     delete_guard_share: float = setting("SWARM_DELETE_GUARD_SHARE", 0.5, gt=0, le=1)
+    # The new-file budget (swarm/flood.py): more new files, or MB of them, within a minute held.
+    new_files_per_minute: int = setting("SWARM_NEW_FILES_PER_MINUTE", 200, ge=1, le=10**6)
+    new_mb_per_minute: float = setting("SWARM_NEW_MB_PER_MINUTE", 50.0, gt=0, le=10**5)
     heartbeat_interval: float = setting("SWARM_HEARTBEAT_INTERVAL", 1.0, gt=0, le=60)
     offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
     grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)

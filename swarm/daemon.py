@@ -64,6 +64,7 @@ class Runtime:
             and self.replicator.caught_up
             and self.transport.connected
             and self.node.deletions_held is None
+            and self.node.flood.held is None
             and not self.transport.problems
         )
 
@@ -125,6 +126,8 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
         ignore=settings.ignore,
         private=settings.private,
         delete_guard_share=settings.delete_guard_share,
+        new_files_per_minute=settings.new_files_per_minute,
+        new_mb_per_minute=settings.new_mb_per_minute,
     )
     node = Node(options, store)
     node.load()

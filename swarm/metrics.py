@@ -183,6 +183,11 @@ class RuntimeCollector(Collector):
             int(runtime.node.deletions_held is not None),
         )
         yield _gauge(
+            "swarm_new_files_held",
+            "New files the new-file budget holds back (run swarm confirm-files); 0 when none.",
+            runtime.node.flood.held_files,
+        )
+        yield _gauge(
             "swarm_redis_connected",
             "1 while the Redis subscription is live.",
             int(transport.connected),

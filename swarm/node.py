@@ -44,6 +44,7 @@ from swarm.bridge.render import AgentWriteCaptured
 from swarm.bridge.survey import Survey
 from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
 from swarm.file_health import DiskState, FileHealth
+from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
@@ -85,6 +86,9 @@ class NodeOptions:
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = 0.5
     delete_guard_min: int = 3
+    # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
+    new_files_per_minute: int = DEFAULT_FILES
+    new_mb_per_minute: float = DEFAULT_MB
 
 
 @dataclass
@@ -139,6 +143,9 @@ class Node:
         # path -> when this node last changed it itself (since it started): status, "last change"
         self.changed_at: dict[str, float] = {}
         self.not_synced = Survey()  # what the folder holds that does not sync, as of the rescan
+        self.flood = FloodGuard(
+            options.state_dir, options.new_files_per_minute, options.new_mb_per_minute
+        )
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
@@ -310,6 +317,8 @@ class Node:
             self._stats[path] = result.stat
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
+        if not self.flood.admit(path, result.text, self.docs.get(path)):
+            return  # held by the new-file budget until confirmed (swarm/flood.py)
         self._ingest_text(path, result.text)
 
     async def close(self) -> None:
@@ -806,6 +815,7 @@ class Node:
             await _sleep_or_stop(stop, min(interval, max(0.0, next_rescan - time.monotonic())))
             try:
                 await self.check_deletion_hold()
+                await self.flood.check(self.reconcile)
                 if time.monotonic() >= next_rescan:
                     await self.rescan()
                     next_rescan = time.monotonic() + rescan_every

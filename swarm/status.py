@@ -254,7 +254,7 @@ def _state(
 ) -> NodeState:
     if not online:
         return NodeState.OFFLINE
-    if info.get("deletions_held") or problems(info):  # waits for an operator, or for Redis
+    if info.get("deletions_held") or info.get("files_held") or problems(info):  # an operator
         return NodeState.ERROR
     if any(reason.startswith("render failed") for reason in differs.values()):
         return NodeState.ERROR

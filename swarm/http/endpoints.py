@@ -63,6 +63,8 @@ def not_ready_reason(runtime: Runtime) -> str | None:
         return "initial reconcile of the memory folder not finished"
     if runtime.node.deletions_held is not None:
         return f"deletions held: {runtime.node.deletions_held} (run swarm confirm-deletes)"
+    if runtime.node.flood.held is not None:
+        return runtime.node.flood.held
     return None if runtime.ready else "not ready"
 
 
