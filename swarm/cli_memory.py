@@ -133,11 +133,7 @@ def restore(path: str, dir_: Path | None, state_dir: Path | None, index: int, fo
 @state_option
 def confirm_deletes(dir_: Path | None, state_dir: Path | None) -> None:
     """Let a daemon propagate the deletions its mass-delete guard is holding back."""
-    settings = _local(dir_, state_dir)
-    state = settings.resolved_state_dir
-    if not state.is_dir():
-        _fail(f"no swarm state in {state}")
-    (state / CONFIRM_DELETES_FILE).touch()
+    _confirm(dir_, state_dir, CONFIRM_DELETES_FILE)
     click.echo("confirmed: the daemon propagates the held deletions within a second")
 
 
@@ -146,12 +142,16 @@ def confirm_deletes(dir_: Path | None, state_dir: Path | None) -> None:
 @state_option
 def confirm_files(dir_: Path | None, state_dir: Path | None) -> None:
     """Let a daemon send the new files its new-file budget is holding back."""
-    settings = _local(dir_, state_dir)
-    state = settings.resolved_state_dir
+    _confirm(dir_, state_dir, CONFIRM_FILES_FILE)
+    click.echo("confirmed: the daemon sends the held new files within a second")
+
+
+def _confirm(dir_: Path | None, state_dir: Path | None, name: str) -> None:
+    """Leave the daemon's confirmation file in the state folder (it looks every second)."""
+    state = _local(dir_, state_dir).resolved_state_dir
     if not state.is_dir():
         _fail(f"no swarm state in {state}")
-    (state / CONFIRM_FILES_FILE).touch()
-    click.echo("confirmed: the daemon sends the held new files within a second")
+    (state / name).touch()
 
 
 COMMANDS = (history, restore, confirm_deletes, confirm_files)
