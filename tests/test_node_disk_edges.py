@@ -3,13 +3,21 @@ swapped in after a path was accepted. Nodes run in-process (node_harness) on rea
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import hashlib
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
+import pytest
+from daemon_harness import DaemonGroup, wait_until
 from node_harness import Running, eventually, running_node, two_nodes, write_atomically
 
+from swarm.config import SwarmSettings
+from swarm.devredis import RedisServer
+from swarm.status import fetch_view
 from swarm.store import Store
 from swarm.transport.memory import MemoryBus
 
@@ -40,6 +48,35 @@ async def test_a_new_empty_file_reaches_the_other_node_and_fills_later(tmp_path:
         )
         (b.root / "memory" / "topic.md").write_text("- first\n", encoding="utf-8")
         await eventually(lambda: a.read("memory/topic.md") == "- first\n", what="filled on a")
+
+
+def swarm_view(redis_url: str) -> dict[str, Any]:
+    view = asyncio.run(fetch_view(SwarmSettings(swarm="team", redis_url=redis_url)))
+    report: dict[str, Any] = view.to_json()
+    return report
+
+
+@pytest.mark.slow
+def test_status_is_not_converged_while_a_node_lacks_a_new_empty_file(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with DaemonGroup(tmp_path, redis_server.url) as group:
+        a, b = group.start_ready("a", "b")
+        wait_until(lambda: swarm_view(redis_server.url)["converged"], "converged at start")
+        b.signal(signal.SIGSTOP)  # b cannot take anything in
+        try:
+            (a.dir / "topic.md").touch()
+            wait_until(
+                lambda: any(f["path"] == "topic.md" for f in swarm_view(redis_server.url)["files"]),
+                "a reports topic.md",
+            )
+            report = swarm_view(redis_server.url)
+            assert not report["converged"], report
+        finally:
+            b.signal(signal.SIGCONT)
+        wait_until(lambda: (b.dir / "topic.md").exists(), "the empty file on b", explain=group.logs)
+        assert (b.dir / "topic.md").read_bytes() == b""
+        wait_until(lambda: swarm_view(redis_server.url)["converged"], "converged again")
 
 
 # -- a crash's leftovers ---------------------------------------------------------------------
