@@ -118,7 +118,8 @@ async def test_a_write_left_in_a_swapped_out_file_by_a_crash_is_merged_at_start(
     # ...the old file, with the line an agent appended as the render swapped it out...
     leave_temp(a.root, "MEMORY.md", base + "- agent line\n", None, digest(rendered))
     # ...and a render's new text that never replaced anything (it still has "two").
-    leave_temp(a.root, "MEMORY.md", base + "- never swapped\n", 1, digest("x"))
+    live = (a.root / "MEMORY.md").stat().st_ino  # the file it would have replaced, still there
+    leave_temp(a.root, "MEMORY.md", base + "- never swapped\n", live, digest("x"))
 
     async with running_node(MemoryBus(), "a", a.root, tmp_path / "sa") as again:
         want = rendered + "- agent line\n"

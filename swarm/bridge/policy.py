@@ -64,7 +64,8 @@ class PathPolicy:
         self.generation += 1  # lets callers that cache `accepts` notice
 
     def accepts(self, rel: str) -> bool:
-        """True when `rel` names a file inside the root that is included and not ignored."""
+        """True when `rel` names a file inside the root that is included and not ignored (by
+        its name alone)."""
         name = rel.rpartition("/")[2]
         if name.startswith(".") and TEMP_MARK in name:
             return False  # a render's temp file (protected below too): every render makes one
@@ -72,9 +73,9 @@ class PathPolicy:
             return False
         if not self._include.match_file(rel) or self._ignored(rel):
             return False
-        if any(self.ignores_dir(parent) for parent in _parent_dirs(rel)):
-            return False
-        return self._stays_inside(rel)
+        # Links are not looked at here: an answer about the disk would be stale by the time of
+        # the I/O. Reads and renders refuse them at the moment they happen (folder.py).
+        return not any(self.ignores_dir(parent) for parent in _parent_dirs(rel))
 
     def ignores_dir(self, rel_dir: str) -> bool:
         """True when the folder `rel_dir` (POSIX, relative) is ignored as a whole."""
@@ -99,11 +100,6 @@ class PathPolicy:
         return GitIgnoreSpec.from_lines(
             [*DEFAULT_IGNORE, *self._extra_ignore, *_read_lines(self.root / SWARMIGNORE)]
         )
-
-    def _stays_inside(self, rel: str) -> bool:
-        """Refuse a path that a symlink leads out of the root."""
-        real = Path(os.path.realpath(self.root / rel))
-        return real == self._real_root or self._real_root in real.parents
 
 
 def _is_clean_relative(rel: str) -> bool:
