@@ -5,34 +5,41 @@ existing file goes like this:
 
 1. The folder is reached from the root without following links (folder.py); a file that is a
    symbolic link is refused (RenderRefused), never replaced.
-2. The new text goes to a temp file beside it (`.NAME.INO.RANDOM.swarm-tmp`), fsynced.
-3. A read lease is taken on the old file (lease.py). It is refused while any other process has
-   the file open for writing: then nothing is written and the caller retries once the writer
-   closed (RenderBusy). While it is held, a process opening the file for writing waits in the
-   kernel until the lease is let go.
-4. Under the lease the old file is read and compared with `expected` (RenderConflict if it
+2. If another process has the file open for writing (a read lease is refused, lease.py),
+   nothing is written: RenderBusy, and the caller tries again once the writer closed it.
+3. The new text goes to a temp file beside it (`.NAME.INO.DIGEST.swarm-tmp`), fsynced.
+4. A read lease is taken on the old file. From here on, a process opening it for writing (or
+   truncating it) waits in the kernel until the lease is let go; readers do not wait.
+5. Under the lease the old file is read and compared with `expected` (RenderConflict if it
    differs: the caller ingests the agent's write first). No process can be writing it.
-5. `renameat2(RENAME_EXCHANGE)` swaps the new file in; the old one now sits at the temp name.
-6. If no writer started to open the old file meanwhile (the lease is intact), it is deleted and
-   the lease let go. Otherwise the writer, released with the lease, writes to the old file: it
-   is kept at its temp name and handed back (`RenderResult.displaced`, see displaced.py), to be
-   read and merged once the writer closed it. If the swapped-out file is not the one checked
-   (an agent renamed another file over it in between) it is handled the same way.
+6. `renameat2(RENAME_EXCHANGE)` swaps the new file in; the old one now sits at the temp name.
+7. If no writer started to open the old file meanwhile (the lease is intact), the old file is
+   deleted and the lease let go. Otherwise the lease is let go, the waiting writer gets the old
+   file and writes to it: it is kept at its temp name and handed back (`RenderResult.displaced`,
+   displaced.py), read once no process has it open for writing, merged as a write based on
+   `expected`, and only then deleted (a crash before leaves it for the next start). A file
+   that is not the one checked (an agent renamed another over it just before the swap) is
+   handed back the same way.
 
 Readers never see a half-written file: the swap is one atomic rename, and a reader that has the
-old file open keeps reading the old text.
+old file open keeps reading the old text. A writer held at step 4 waits for steps 5-7 only
+(microseconds to a few milliseconds: a read of the file and two renames); the kernel would
+break the lease itself after `/proc/sys/fs/lease-break-time` (45 s), far beyond that.
 
 What remains, with leases: a writer whose `open()` had looked the name up before the swap but
-had not yet reached the kernel's lease check when the render looked at the lease for the last
-time (step 6). Its path walk and its lease check are a few microseconds apart inside one system
-call; it would have to be preempted exactly there for the whole of steps 5-6.
+had not yet counted itself as a writer (the kernel does that just before its lease check) when
+the render looked at the lease for the last time, in step 7. Both happen within one system call
+of the writer, microseconds apart; it would have to be preempted exactly there for the whole of
+steps 6-7. Its writes then go to a deleted file.
 
 Without leases (the file belongs to another user and the daemon lacks CAP_LEASE; NFS, SMB and
-most FUSE file systems; `SWARM_NO_LEASES` set), a render cannot know about writers. It re-reads
-the file after a quiet window and compares its stat right before the swap, and the old file is
-always kept as displaced: it is read once nothing has written to it for `LINGER` seconds
-(displaced.py), so a writer holding it open keeps every write made less than `LINGER` seconds
-after its previous one; what it writes after a longer pause is lost.
+most FUSE file systems; `SWARM_NO_LEASES` set), a render cannot know about writers. It reads
+the file once it has been quiet for `settle` and compares its stat right before the swap (a
+write in between is a conflict, or lands in the old file), and the old file is always kept as
+displaced: read once nothing has written to it for `LINGER` (2 s, displaced.py). A writer that
+holds the file open across a render keeps every write made within 2 s of the render or of its
+previous write; what it writes after a longer pause goes to a deleted file. Renders stay
+atomic for readers.
 
 A delete takes the same lease, renames the file to a temp name, and deletes it if no writer came;
 otherwise the writer's text is handed back like a displaced write (and brings the file back).
@@ -133,15 +140,10 @@ def write_atomic(
     back as `displaced`.
     """
     base, rel = locate(path, root)
-    folder_rel, name = split(rel)
-    try:
-        if root is None:  # no memory folder named: no containment to keep
+    if root is None:  # no memory folder named: no containment to keep
+        with contextlib.suppress(OSError):
             base.mkdir(parents=True, exist_ok=True)
-        folder = open_folder(base, folder_rel, create=True)
-    except UnsafePath as exc:
-        raise RenderRefused(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-    except OSError as exc:
-        raise _render_error("cannot create folder for", path, exc) from exc
+    folder, name = _folder_of(base, rel, path, "write")
     with folder:
         old = _open_old(folder, name, path, "write")
         if old is None:
@@ -164,15 +166,12 @@ def remove_file(
     Empty parent folders are removed up to, not including, `root`.
     """
     base, rel = locate(path, root)
-    folder_rel, name = split(rel)
     try:
-        folder = open_folder(base, folder_rel)
-    except (FileNotFoundError, NotADirectoryError):
-        return RenderResult(None, changed=False)
-    except UnsafePath as exc:
-        raise RenderRefused(exc.errno, f"cannot delete {path}: {exc.strerror}") from None
-    except OSError as exc:
-        raise _render_error("cannot delete", path, exc) from exc
+        folder, name = _folder_of(base, rel, path, "delete")
+    except RenderError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not isinstance(exc, RenderRefused):
+            return RenderResult(None, changed=False)  # its folder is gone: so is the file
+        raise
     with folder:
         old = _open_old(folder, name, path, "delete")
         if old is None:
@@ -186,6 +185,17 @@ def remove_file(
         if root is not None:
             folder.prune_empty()
         return result
+
+
+def _folder_of(base: Path, rel: str, path: Path, action: str) -> tuple[Folder, str]:
+    """The open folder of `rel` below `base` (made if missing, to write) and the file's name."""
+    folder_rel, name = split(rel)
+    try:
+        return open_folder(base, folder_rel, create=action == "write"), name
+    except UnsafePath as exc:
+        raise RenderRefused(exc.errno, f"cannot {action} {path}: {exc.strerror}") from None
+    except OSError as exc:
+        raise _render_error(f"cannot {action}", path, exc) from exc
 
 
 def _open_old(folder: Folder, name: str, path: Path, action: str) -> int | None:
