@@ -620,6 +620,7 @@ class Node:
         path = handle.rel
         async with self._lock(path):
             if not self._syncs(path):
+                handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
                 return
             doc = self.doc(path)
