@@ -7,6 +7,10 @@ today's daily log, a write every 50-200 ms, two instances changing the same line
 moment, and one rewrite of MEMORY.md from a stale read. Every entry carries a unique id and is
 logged (JSON lines), so the demo can prove that each one ends up present exactly once.
 
+Run again on the same workspace (a second `docker compose up` without `down -v`), an agent
+resumes from its log: a finished agent writes nothing, an interrupted one writes only what is
+missing, never an id twice.
+
 Standard library only: it runs in the slim demo image and beside any Python.
 """
 
@@ -17,6 +21,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -32,55 +37,19 @@ PAUSE_RANGE = (0.05, 0.2)  # seconds between two writes, like an agent between t
 BURST_PAUSE_RANGE = (0.05, 0.1)
 STALE_READ_DELAY = 0.3  # the cloud agent "thinks" this long between its read and its write
 LOCAL_BURST = 3  # MEMORY.md notes the local agent writes right after the shared-line moment
+LOG_DIR = ".demo"  # inside the workspace, next to the memory it describes; swarm syncs only *.md
+ROLES = ("cloud", "local")
+BARRIER_POLL_S = 0.01
+BARRIER_TIMEOUT_S = 180.0  # a slow host may take minutes to start the second container
 
-DECISIONS = (
-    "keep one CRDT document per memory file",
-    "render merged text atomically (tmp, fsync, rename)",
-    "use a Redis stream as the replay log behind pub/sub",
-    "treat SOUL.md as read-mostly; review changes by hand",
-    "tag every memory entry with the instance that wrote it",
-    "nightly compaction of the daily logs into MEMORY.md",
-    "never store tokens or secrets in memory — point to the vault instead",
-    "prefer line-level merges: a line is the unit of meaning",
-)
-PREFERENCES = (
-    "the user wants answers with the command first",
-    "the user reads diffs, not summaries — show the patch",
-    "café hours: no pings before 09:00 CET",
-    "naïve ideas welcome in brainstorms, flagged as such",
-    "units in SI; dates as 2025-06-02",
-    "code comments in English, commit messages imperative",
-    "the user likes ✅ checklists for multi-step tasks",
-    "keep status updates under five lines → details on request",
-)
-DAILY_NOTES = (
-    "ran the test suite: all green",
-    "opened a draft PR for the watcher debounce",
-    "user asked for a shorter README intro",
-    "pair session on the merge rules — notes in projects.md",
-    "benchmark: p50 sync latency under 10 ms on loopback",
-    "fixed a flaky test (poll with a deadline, no sleeps)",
-    "reviewed the compose file with the user",
-    "tried the demo offline: edits queued, then caught up",
-)
-TOPIC_NOTES = (
-    "idea: show the merge of a stale write in the demo",
-    "risk: an in-place write can be read half-written",
-    "todo: document the status table columns",
-    "done: sidecar health and readiness endpoints",
-    "question: how long should offline nodes stay in the table?",
-    "note: Größe of a snapshot stays bounded by compaction",
-)
-MEMORY_NOTES = (
-    "the laptop instance handles local builds and editor context",
-    "local runs keep working offline and catch up later",
-    "the user's repo lives at ~/src/swarm on the laptop",
-    "the local GPU is busy during benchmarks — schedule around it",
-)
-FOCUS_TEXT = {
-    "cloud": "review the cloud deployment (cloud)",
-    "local": "polish the local developer loop (local)",
-}
+# What the agents write (the text only; ids, sections and timing are the script's).
+PHRASES = json.loads((Path(__file__).resolve().parent / "phrases.json").read_text(encoding="utf-8"))
+DECISIONS: tuple[str, ...] = tuple(PHRASES["decisions"])
+PREFERENCES: tuple[str, ...] = tuple(PHRASES["preferences"])
+DAILY_NOTES: tuple[str, ...] = tuple(PHRASES["daily_notes"])
+TOPIC_NOTES: tuple[str, ...] = tuple(PHRASES["topic_notes"])
+MEMORY_NOTES: tuple[str, ...] = tuple(PHRASES["memory_notes"])
+FOCUS_TEXT: dict[str, str] = dict(PHRASES["focus"])
 
 
 @dataclass(frozen=True)
@@ -94,6 +63,7 @@ class Entry:
     line: str
     write: str
     stale: bool = False
+    read_at: float | None = None  # the stale rewrite: when it read the copy it writes back
 
 
 def read_text(path: Path) -> str:
@@ -159,14 +129,93 @@ def replace_focus(text: str, line: str) -> str:
     return insert_under(text, "Projects", line)
 
 
+def default_log(workspace: Path, role: str) -> Path:
+    """Where an agent logs its entries unless told otherwise: inside its own workspace, so a
+    second run on the same volume finds what the first one wrote."""
+    return workspace / LOG_DIR / f"{role}-entries.jsonl"
+
+
+class LogError(Exception):
+    """The entry log of an earlier run is not one this agent wrote."""
+
+
+def load_log(path: Path) -> list[dict[str, object]]:
+    """The records of an earlier run. A torn last line (the agent was killed mid-write) is dropped
+    from the file too, so that new records start on a line of their own."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = raw.splitlines()
+    records: list[dict[str, object]] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise ValueError("not an entry record")
+        except ValueError as exc:
+            if number < len(lines):
+                raise LogError(f"{path}:{number}: not an entry record ({exc})") from exc
+            write_atomic(path, "".join(f"{kept}\n" for kept in lines[:-1]))
+            break
+        records.append(record)
+    return records
+
+
+def highest_id(workspace: Path, role: str) -> int:
+    """The highest entry number of `role` in the workspace's markdown files: an entry written
+    just before a kill may be on disk but not yet in the log."""
+    pattern = re.compile(rf"\[{re.escape(role)}-(\d+)\]")
+    numbers = [
+        int(match.group(1))
+        for path in workspace.rglob("*.md")
+        for match in pattern.finditer(read_text(path))
+    ]
+    return max(numbers, default=0)
+
+
 def capital(phrase: str) -> str:
     return phrase[:1].upper() + phrase[1:]
 
 
-def wait_until(moment: float) -> None:
-    delay = moment - time.time()
-    if delay > 0:
-        time.sleep(delay)
+class BarrierTimeout(Exception):
+    """The other agent did not arrive in time; the message says which and where."""
+
+
+class Barrier:
+    """Where both agents meet before a moment they must share (their start, and the line both
+    change at once), whatever the time their containers took to start: a folder both can see.
+
+    Arriving writes `PHASE-ROLE.ready` and waits for every other role's marker of that phase.
+    Markers of an earlier run must be deleted (`rm -f FOLDER/*.ready`) before the agents start.
+    """
+
+    def __init__(self, folder: Path, role: str, timeout: float = BARRIER_TIMEOUT_S) -> None:
+        self.folder = folder
+        self.role = role
+        self.timeout = timeout
+
+    def marker(self, phase: str, role: str) -> Path:
+        return self.folder / f"{phase}-{role}.ready"
+
+    def mark(self, phase: str) -> None:
+        """Tell the others this agent is past `phase`, without waiting for them."""
+        write_atomic(self.marker(phase, self.role), f"{time.time()}\n")
+
+    def arrive(self, phase: str) -> None:
+        self.mark(phase)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            missing = [r for r in ROLES if not self.marker(phase, r).exists()]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise BarrierTimeout(
+                    f"the {' and '.join(missing)} agent did not reach {phase!r} within "
+                    f"{self.timeout:g} s (is it running, with the same --barrier folder "
+                    f"{self.folder}?)"
+                )
+            time.sleep(BARRIER_POLL_S)
 
 
 class Agent:
@@ -182,12 +231,27 @@ class Agent:
         self.width = max(3, len(str(entries)))
         self.today = dt.datetime.now(dt.UTC).date().isoformat()
         self.burst_left = 0
+        self.done = 0  # logged entries, the shared line excluded
+        self.focus_done = False
+
+    def resume(self, records: Sequence[dict[str, object]]) -> None:
+        """Carry on after the entries an earlier run logged (and any it wrote but did not log)."""
+        self.done = sum(record.get("kind") != "focus" for record in records)
+        self.focus_done = any(record.get("kind") == "focus" for record in records)
+        self.written = max(self.done, highest_id(self.workspace, self.role))
+
+    def finished(self, entries: int) -> bool:
+        return self.done >= entries and self.focus_done
 
     def next_id(self) -> str:
         self.written += 1
         return f"{self.role}-{self.written:0{self.width}d}"
 
     def record(self, entry: Entry) -> None:
+        if entry.kind == "focus":
+            self.focus_done = True
+        else:
+            self.done += 1
         if self.log is not None:
             self.log.write(json.dumps({**entry.__dict__, "at": time.time()},
                                       ensure_ascii=False) + "\n")
@@ -228,10 +292,13 @@ class Agent:
             preference = capital(self.rng.choice(PREFERENCES))
             section, line = "Preferences", f"- [{entry_id}] {preference}."
         before = read_text(self.workspace / MEMORY)
+        read_at = time.time()
         if stale:
             time.sleep(STALE_READ_DELAY)  # the other instance's edits land meanwhile
         mode = self.rewrite(MEMORY, insert_under(before, section, line))
-        self.record(Entry(entry_id, self.role, kind, MEMORY, line, mode, stale))
+        self.record(
+            Entry(entry_id, self.role, kind, MEMORY, line, mode, stale, read_at if stale else None)
+        )
 
     def daily_note(self) -> None:
         """Append to today's memory/YYYY-MM-DD.md, creating it with its heading."""
@@ -273,34 +340,26 @@ class Agent:
             self.burst_left = LOCAL_BURST
 
 
-def run(agent: Agent, entries: int, start_at: float, same_line_at: float) -> None:
-    """Write `entries` entries at agent pace, with the shared-line moment in between.
+def run(agent: Agent, entries: int, barrier: Barrier) -> None:
+    """Write `entries` entries at agent pace, changing the shared line halfway.
 
-    The cloud agent's entry right after that moment is its stale rewrite. If the moment falls
-    after the other entries, the last entry is held back for it, so the stale rewrite always
-    happens.
+    Both agents start together and change the shared line together (the barrier). The cloud
+    agent's entry right after that is its stale rewrite.
     """
-    wait_until(start_at)
-    focus_done = False
-    done = 0
-    while done < entries:
-        low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
-        pause = agent.rng.uniform(low, high)
-        last = done == entries - 1
-        if not focus_done and (time.time() + pause >= same_line_at or last):
-            wait_until(same_line_at)
+    focus_at = min(entries // 2, entries - 1)
+    barrier.arrive("start")
+    if agent.focus_done:
+        barrier.mark("focus")  # resumed past the shared line: do not hold the other agent
+    while agent.done < entries:
+        if not agent.focus_done and agent.done >= focus_at:
+            barrier.arrive("focus")
             agent.change_focus()
-            focus_done = True
             if agent.role == "cloud":
                 agent.step(stale=True)
-                done += 1
             continue
-        time.sleep(pause)
+        low, high = BURST_PAUSE_RANGE if agent.burst_left else PAUSE_RANGE
+        time.sleep(agent.rng.uniform(low, high))
         agent.step()
-        done += 1
-    if not focus_done:
-        wait_until(same_line_at)
-        agent.change_focus()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,14 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--role", choices=("cloud", "local"), required=True)
     parser.add_argument("--dir", type=Path, required=True, help="the agent's workspace")
     parser.add_argument("--entries", type=int, required=True, help="entries to write (>= 1)")
-    parser.add_argument("--start-at", type=float, help="epoch seconds of the first write")
-    parser.add_argument("--same-line-at", type=float,
-                        help="epoch seconds at which both agents change the same line")
-    parser.add_argument("--schedule", type=Path,
-                        help='JSON file {"start_at": ..., "same_line_at": ...} instead of the two '
-                             "flags (written by deploy/schedule.py in docker compose)")
+    parser.add_argument("--barrier", type=Path, required=True,
+                        help="folder shared with the other agent, where both wait for each other "
+                             "before starting and before changing the same line (emptied of "
+                             "*.ready markers before a run)")
+    parser.add_argument("--barrier-timeout", type=float, default=BARRIER_TIMEOUT_S,
+                        help=f"seconds to wait for the other agent (default {BARRIER_TIMEOUT_S:g})")
     parser.add_argument("--seed", type=int, help="random seed (default: fixed per role)")
-    parser.add_argument("--log", type=Path, help="JSON-lines file listing every entry written")
+    parser.add_argument("--log", type=Path,
+                        help=f"JSON-lines file listing every entry written; a second run resumes "
+                             f"from it (default: DIR/{LOG_DIR}/ROLE-entries.jsonl)")
     return parser
 
 
@@ -326,31 +387,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--dir {args.dir}: not a directory")
     if args.entries < 1:
         parser.error("--entries must be at least 1")
-    if args.schedule is not None:
-        try:
-            moments = json.loads(args.schedule.read_text(encoding="utf-8"))
-            args.start_at = float(moments["start_at"])
-            args.same_line_at = float(moments["same_line_at"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            parser.error(f"--schedule {args.schedule}: unreadable schedule ({exc})")
-    if args.start_at is None or args.same_line_at is None:
-        parser.error("give --start-at and --same-line-at, or --schedule")
+    if not args.barrier.is_dir():
+        parser.error(f"--barrier {args.barrier}: not a directory")
+    if args.log is None:
+        args.log = default_log(args.dir, args.role)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed if args.seed is not None else {"cloud": 1, "local": 2}[args.role])
-    if args.log is not None:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-    log = open(args.log, "w", encoding="utf-8") if args.log is not None else None  # noqa: SIM115
     try:
+        records = load_log(args.log)
+    except (LogError, OSError) as exc:
+        print(f"{args.role}: {exc}", file=sys.stderr)
+        return 2
+    barrier = Barrier(args.barrier, args.role, args.barrier_timeout)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "a", encoding="utf-8") as log:
         agent = Agent(args.role, args.dir, rng, log, args.entries)
-        run(agent, args.entries, args.start_at, args.same_line_at)
-    finally:
-        if log is not None:
-            log.close()
-    print(f"{args.role}: wrote {agent.written} entries and changed the focus line", flush=True)
+        agent.resume(records)
+        if agent.finished(args.entries):
+            for phase in ("start", "focus"):  # an interrupted other agent may be resuming
+                barrier.mark(phase)
+            print(f"{args.role}: already wrote {agent.done} entries and changed the focus line "
+                  f"(log {args.log}): nothing to do", flush=True)
+            return 0
+        resumed = agent.done
+        try:
+            run(agent, args.entries, barrier)
+        except BarrierTimeout as exc:
+            print(f"{args.role}: {exc}", file=sys.stderr)
+            return 1
+    more = f" ({agent.done - resumed} in this run)" if resumed else ""
+    print(f"{args.role}: wrote {agent.done} entries{more} and changed the focus line", flush=True)
     return 0
 
 

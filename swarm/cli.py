@@ -1,4 +1,4 @@
-"""The `swarm` command: daemon, status, demo."""
+"""The `swarm` command: daemon, status, demo, verify."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from swarm import __version__, cli_memory
 from swarm.cli_admin import keygen
+from swarm.cli_demo import demo, verify
 from swarm.config import ConfigError, DaemonSettings, load_settings
 
 
@@ -32,53 +33,49 @@ def main() -> None:
     """One memory for an AI agent across every engine it runs on."""
 
 
+# The daemon's settings as flags; `swarm doctor` takes the same, so one command line serves both.
+_DAEMON_OPTIONS = (
+    click.option("--dir", "dir_", type=click.Path(path_type=Path), help="Memory folder to sync."),
+    click.option("--swarm", help="Swarm name: every node of one agent uses the same."),
+    click.option("--node", help="This node's id (default: a stable id kept in the state folder)."),
+    click.option("--redis-url", help="Redis URL, e.g. redis://127.0.0.1:6379/0."),
+    click.option("--role", help="Free text shown in status, e.g. cloud or local."),
+    click.option("--state-dir", type=click.Path(path_type=Path), help="Default: <dir>/.swarm."),
+    click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings."),
+    click.option("--http", help="HOST:PORT for /healthz /readyz /status /metrics; 0 disables."),
+    click.option("--debounce-ms", type=int, help="Settle time for file events (default 30)."),
+    click.option("--log-json", is_flag=True, default=None, help="One JSON object per log line."),
+    click.option("--log-level", help="debug, info, warning or error."),
+    click.option(
+        "--key-file", type=click.Path(path_type=Path), help="Swarm key file (swarm keygen)."
+    ),
+)
+
+
+def _daemon_options(function: Any) -> Any:
+    for option in reversed(_DAEMON_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _daemon_settings(flags: dict[str, Any]) -> DaemonSettings:
+    """The daemon's settings from its flags (`dir_` and `config` as click names them)."""
+    config = flags.pop("config")
+    flags["dir"] = flags.pop("dir_")
+    settings: DaemonSettings = _settings_or_exit(DaemonSettings, flags, config)
+    return settings
+
+
 @main.command()
-@click.option("--dir", "dir_", type=click.Path(path_type=Path), help="Memory folder to sync.")
-@click.option("--swarm", help="Swarm name: every node of one agent uses the same.")
-@click.option("--node", help="This node's id (default: a stable id kept in the state folder).")
-@click.option("--redis-url", help="Redis URL, e.g. redis://127.0.0.1:6379/0.")
-@click.option("--role", help="Free text shown in status, e.g. cloud or local.")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="Default: <dir>/.swarm.")
-@click.option("--config", type=click.Path(path_type=Path), help="TOML file with settings.")
-@click.option("--http", help="HOST:PORT for /healthz /readyz /status /metrics; 0 disables.")
-@click.option("--debounce-ms", type=int, help="Settle time for file events (default 30).")
-@click.option("--log-json", is_flag=True, default=None, help="One JSON object per log line.")
-@click.option("--log-level", help="debug, info, warning or error.")
-@click.option("--key-file", type=click.Path(path_type=Path), help="Swarm key file (swarm keygen).")
-def daemon(
-    dir_: Path | None,
-    swarm: str | None,
-    node: str | None,
-    redis_url: str | None,
-    role: str | None,
-    state_dir: Path | None,
-    config: Path | None,
-    http: str | None,
-    debounce_ms: int | None,
-    log_json: bool | None,
-    log_level: str | None,
-    key_file: Path | None,
-) -> None:
+@_daemon_options
+def daemon(**flags: Any) -> None:
     """Sync one memory folder with the rest of the swarm, until stopped."""
     from swarm import daemon as daemon_mod
     from swarm import logs
     from swarm.store import StoreError
     from swarm.transport.base import TransportError
 
-    flags = {
-        "dir": dir_,
-        "swarm": swarm,
-        "node": node,
-        "redis_url": redis_url,
-        "role": role,
-        "state_dir": state_dir,
-        "http": http,
-        "debounce_ms": debounce_ms,
-        "log_json": log_json,
-        "log_level": log_level,
-        "key_file": key_file,
-    }
-    settings: DaemonSettings = _settings_or_exit(DaemonSettings, flags, config)
+    settings = _daemon_settings(flags)
     logs.setup(
         level=settings.log_level,
         json_lines=settings.log_json,
@@ -91,26 +88,6 @@ def daemon(
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         code = 130
-    sys.exit(code)
-
-
-@main.command()
-@click.option("--workdir", type=click.Path(path_type=Path), help="Where the demo nodes live.")
-@click.option("--redis-url", help="Use this Redis instead of starting a private redis-server.")
-@click.option("--entries", type=click.IntRange(1, 1000), default=12, show_default=True)
-@click.option("--swarm", default="demo", show_default=True)
-def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) -> None:
-    """Two instances of one agent (cloud and local) editing memory at once, then proof."""
-    from rich.console import Console
-
-    from swarm.demo import DemoError, run_demo
-
-    try:
-        code = run_demo(
-            workdir=workdir, redis_url=redis_url, entries=entries, swarm=swarm, console=Console()
-        )
-    except DemoError as exc:
-        _fail(str(exc), 1)
     sys.exit(code)
 
 
@@ -164,7 +141,26 @@ def status(
     sys.exit(code)
 
 
+@main.command()
+@_daemon_options
+def doctor(**flags: Any) -> None:
+    """Check a sidecar's setup (same settings as the daemon) and say how to fix what is wrong.
+
+    One line per check; exit 0 when nothing is wrong, 1 when a check failed, 2 for bad settings.
+    """
+    from swarm.doctor import run_doctor
+
+    settings = _daemon_settings(flags)
+    try:
+        code = asyncio.run(run_doctor(settings, click.echo))
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
 main.add_command(keygen)
+main.add_command(demo)
+main.add_command(verify)
 
 for _command in cli_memory.COMMANDS:
     main.add_command(_command)

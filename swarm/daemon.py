@@ -23,7 +23,9 @@ from typing import IO, Any
 from swarm.config import DaemonSettings, SwarmSettings
 from swarm.crypto import KeyFileError, codec_from_settings
 from swarm.node import Node, NodeOptions
+from swarm.problems import Problems
 from swarm.replication import ReplicationOptions, Replicator
+from swarm.sd_notify import sd_notify
 from swarm.store import Store
 from swarm.transport.codec import Codec
 from swarm.transport.redis_client import RedisSecurity
@@ -59,6 +61,7 @@ class Runtime:
             and self.replicator.caught_up
             and self.transport.connected
             and self.node.deletions_held is None
+            and not self.transport.problems
         )
 
 
@@ -123,6 +126,8 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     node = Node(options, store)
     node.load()
     transport = transport_for(settings, node_id, codec)
+    # Redis trouble and a swarm key mismatch: one log line per cause, /readyz, status, metrics.
+    transport.problems = Problems(logging.getLogger("swarm.problems"))
     replicator = Replicator(
         node,
         transport,
@@ -142,8 +147,15 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:
     """One daemon per state folder: two would both ingest every agent write (doubling it) and
     race on renders. The lock dies with the process, so a crash never leaves it stale."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle = open(state_dir / "daemon.lock", "wb")  # noqa: SIM115 - held for the process's life
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = open(state_dir / "daemon.lock", "wb")  # noqa: SIM115 - held for the process
+    except OSError as exc:
+        problem = "is not a folder" if state_dir.exists() else (exc.strerror or str(exc))
+        raise DaemonError(
+            f"state folder {state_dir} (--state-dir / SWARM_STATE_DIR) {problem}"
+            + ("" if state_dir.exists() else " (cannot be created)")
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -186,8 +198,10 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await node.reconcile()
             runtime.reconciled.set()
             log.info("ready: %d files, outbox %d", len(node.docs), runtime.store.outbox_depth())
+            sd_notify("READY=1")
             await stop.wait()
             log.info("stopping: flushing the outbox (grace %.1fs)", runtime.settings.grace)
+            sd_notify("STOPPING=1")
             work_stop.set()  # no new work: the watcher stops taking agent writes
             await _final_flush(runtime)
             raise _Shutdown

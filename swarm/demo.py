@@ -2,16 +2,14 @@
 
 It starts a private redis-server (or uses a given URL), two sidecars (`cloud`, `local`) on two
 copies of the seed workspace, and the two scripted agents of `deploy/`; then it asks
-`swarm status` whether the swarm converged and proves it on disk: every synced file byte-identical
-on both nodes, every entry each agent logged present exactly once. Everything runs as
-subprocesses through the public CLI, so the demo exercises exactly what a user would run.
+`swarm status` whether the swarm converged and proves it on disk with the proof `swarm verify`
+makes (swarm/verify.py). Everything runs as subprocesses through the public CLI, so the demo
+exercises exactly what a user would run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import shutil
 import signal
 import subprocess
@@ -23,24 +21,30 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.text import Text
 
-from swarm.bridge.policy import PathPolicy
 from swarm.devredis import free_port
+from swarm.verify import (
+    MEMORY,
+    ProofError,
+    ProofFailed,
+    entry_log_path,
+    load_entries,
+    prove,
+    read_entry_log,
+    show_status,
+)
 
 ROLES = ("cloud", "local")
 LOOPBACK = "127.0.0.1"
-MEMORY = "MEMORY.md"
 REDIS_START_S = 10.0
 SIDECAR_READY_S = 60.0
-AGENT_LEAD_S = 1.0  # time for both agent interpreters to start before the first write
 AGENT_PACE_S = 0.125  # mean pause between two agent writes (deploy/agent.py: 50-200 ms)
 AGENT_SLACK_S = 60.0
 STATUS_WAIT_S = 30
@@ -56,122 +60,8 @@ class DemoError(Exception):
     """The demo could not run; the message is one line."""
 
 
-class _Failed(Exception):
-    """The demo ran but the result is wrong; the message says what."""
-
-
 class _Interrupted(Exception):
     """SIGTERM arrived: stop like on Ctrl-C."""
-
-
-# ---------------------------------------------------------------- the proof (pure, testable)
-
-
-@dataclass(frozen=True)
-class LoggedEntry:
-    """One line an agent says it wrote (a line of deploy/agent.py's --log)."""
-
-    id: str
-    role: str
-    kind: str
-    file: str
-    line: str
-
-    @property
-    def token(self) -> str:
-        return f"[{self.id}]"
-
-    @property
-    def contested(self) -> bool:
-        """The shared-line change: a conflict both sides made, so a merge may keep either."""
-        return self.kind == "focus"
-
-
-def read_entry_log(path: Path) -> list[LoggedEntry]:
-    """The entries of one agent log; a torn last line (agent killed mid-write) is ignored."""
-    entries: list[LoggedEntry] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return entries
-    for number, raw in enumerate(lines, start=1):
-        try:
-            record = json.loads(raw)
-            entries.append(
-                LoggedEntry(
-                    record["id"], record["role"], record["kind"], record["file"], record["line"]
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            if number == len(lines):
-                break
-            raise DemoError(f"{path}:{number}: not an agent log line ({exc})") from exc
-    return entries
-
-
-def synced_files(root: Path) -> dict[str, bytes]:
-    """Every file of the folder that swarm syncs (default policy), by POSIX relative path."""
-    policy = PathPolicy(root)
-    files: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and policy.accepts(rel):
-            with contextlib.suppress(FileNotFoundError):  # a temp file renamed away meanwhile
-                files[rel] = path.read_bytes()
-    return files
-
-
-@dataclass(frozen=True)
-class FileVerdict:
-    path: str
-    digests: dict[str, str | None]  # node -> sha256 hex, None when the node lacks the file
-
-    @property
-    def identical(self) -> bool:
-        values = list(self.digests.values())
-        return None not in values and len(set(values)) == 1
-
-
-def compare_nodes(nodes: Mapping[str, Path]) -> list[FileVerdict]:
-    """Per synced file, its sha256 on every node."""
-    contents = {node: synced_files(root) for node, root in nodes.items()}
-    paths = sorted({path for files in contents.values() for path in files})
-    return [
-        FileVerdict(
-            path,
-            {
-                node: hashlib.sha256(files[path]).hexdigest() if path in files else None
-                for node, files in contents.items()
-            },
-        )
-        for path in paths
-    ]
-
-
-def entry_problems(entries: Sequence[LoggedEntry], nodes: Mapping[str, Path]) -> list[str]:
-    """Why the logged entries are not each present exactly once on every node (empty: they are).
-
-    An entry must appear once as a whole line in the file it was written to, and its id nowhere
-    else. The contested shared line may have been resolved either way, so it may appear at most
-    once.
-    """
-    problems: list[str] = []
-    for node, root in nodes.items():
-        texts = {
-            rel: data.decode("utf-8", errors="replace") for rel, data in synced_files(root).items()
-        }
-        for entry in entries:
-            anywhere = sum(text.count(entry.token) for text in texts.values())
-            as_line = texts.get(entry.file, "").splitlines().count(entry.line)
-            if entry.contested:
-                if anywhere > 1:
-                    problems.append(f"{node}: {entry.token} appears {anywhere} times")
-            elif as_line != 1 or anywhere != 1:
-                problems.append(
-                    f"{node}: {entry.token} appears {anywhere} times "
-                    f"({as_line} as its line in {entry.file})"
-                )
-    return problems
 
 
 # ---------------------------------------------------------------- processes
@@ -347,21 +237,14 @@ def count_lines(path: Path) -> int:
 
 
 def agent_command(
-    agent: Path,
-    role: str,
-    workspace: Path,
-    log: Path,
-    *,
-    entries: int,
-    start_at: float,
-    same_line_at: float,
+    agent: Path, role: str, workspace: Path, *, entries: int, barrier: Path
 ) -> list[str]:
-    """The command line of one demo agent (`deploy/agent.py`): it appends `entries` lines from
-    `start_at` (epoch seconds) and edits the shared line at `same_line_at`, logging each."""
+    """The command line of one demo agent (`deploy/agent.py`): it writes `entries` lines into
+    `workspace` and logs them there, meeting the other agent in the shared folder `barrier`
+    before it starts and before it changes the line both change."""
     return [
         sys.executable, str(agent), "--role", role, "--dir", str(workspace),
-        "--entries", str(entries), "--start-at", repr(start_at),
-        "--same-line-at", repr(same_line_at), "--log", str(log),
+        "--entries", str(entries), "--barrier", str(barrier),
     ]  # fmt: skip
 
 
@@ -373,7 +256,8 @@ def watch_agents(
     deadline: float,
     console: Console,
 ) -> None:
-    """Live progress until both agents exit: entries written, lines of each MEMORY.md."""
+    """Live progress until both agents exit: entries written, lines of each MEMORY.md. One that
+    fails ends the watch at once: the other would wait for it at the barrier until its timeout."""
     columns = (
         TextColumn("[bold]{task.description:<12}"),
         BarColumn(),
@@ -390,87 +274,12 @@ def watch_agents(
                 progress.update(
                     task, completed=written, lines=count_lines(workspaces[role] / MEMORY)
                 )
-            if all(child.proc.poll() is not None for child in agents.values()):
+            codes = {role: child.proc.poll() for role, child in agents.items()}
+            if all(code is not None for code in codes.values()) or any(codes.values()):
                 return
             if time.monotonic() > deadline:
-                raise _Failed("the agents did not finish in time")
+                raise ProofFailed("the agents did not finish in time")
             time.sleep(POLL_S)
-
-
-def run_status(redis_url: str, swarm: str) -> dict[str, Any]:
-    argv = [
-        *swarm_cli(),
-        "status",
-        "--swarm",
-        swarm,
-        "--redis-url",
-        redis_url,
-        "--wait",
-        str(STATUS_WAIT_S),
-        "--json",
-    ]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=STATUS_WAIT_S + 30, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise _Failed("`swarm status` did not answer in time") from exc
-    if done.returncode == 2:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise _Failed(f"`swarm status` failed: {message[-1] if message else 'exit 2'}")
-    try:
-        report: dict[str, Any] = json.loads(done.stdout)
-    except ValueError as exc:
-        raise _Failed(f"`swarm status --json` printed no JSON (exit {done.returncode})") from exc
-    return report
-
-
-def format_seen(value: Any) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        age = time.time() - value if value > 1e9 else value
-        return f"{max(age, 0.0):.1f} s ago"
-    return "-" if value is None else str(value)
-
-
-def status_table(report: Mapping[str, Any]) -> Table:
-    verdict = "converged" if report.get("converged") else "NOT converged"
-    table = Table(title=f"swarm status — {report.get('swarm', '?')}: {verdict}")
-    for column in ("node", "role", "online", "converged", "lag", "last seen", "files"):
-        table.add_column(column)
-    for node in report.get("nodes", []):
-        table.add_row(
-            str(node.get("node")),
-            str(node.get("role") or "-"),
-            "yes" if node.get("online") else "no",
-            "yes" if node.get("converged") else "no",
-            str(node.get("lag")),
-            format_seen(node.get("last_seen")),
-            str(node.get("files")),
-        )
-    return table
-
-
-def files_table(verdicts: Sequence[FileVerdict], nodes: Sequence[str]) -> Table:
-    table = Table(title="files on disk")
-    table.add_column("file")
-    for node in nodes:
-        table.add_column(f"sha256 on {node}")
-    table.add_column("identical")
-    for verdict in verdicts:
-        table.add_row(
-            verdict.path,
-            *((verdict.digests[node] or "missing")[:16] for node in nodes),
-            "[green]yes[/]" if verdict.identical else "[red]NO[/]",
-        )
-    return table
-
-
-def settle_on_disk(workspaces: Mapping[str, Path]) -> list[FileVerdict]:
-    """Compare the folders until they agree or DISK_SETTLE_S passes: renders trail convergence."""
-    deadline = time.monotonic() + DISK_SETTLE_S
-    while True:
-        verdicts = compare_nodes(workspaces)
-        if all(v.identical for v in verdicts) or time.monotonic() > deadline:
-            return verdicts
-        time.sleep(POLL_S)
 
 
 def prepare_workdir(workdir: Path | None) -> Path:
@@ -579,79 +388,38 @@ def _run(
             f"sidecar {role}: ready, http://{LOOPBACK}:{port}/status, folder {workspaces[role]}"
         )
 
-    start_at = time.time() + AGENT_LEAD_S
-    same_line_at = start_at + max(1.0, entries * AGENT_PACE_S / 2)
-    entry_logs = {role: root / "logs" / f"{role}-entries.jsonl" for role in ROLES}
+    barrier = root / "barrier"
+    barrier.mkdir()
+    entry_logs = {role: entry_log_path(workspace, role) for role, workspace in workspaces.items()}
     agents = {
         role: procs.start(
             f"{role}-agent",
             agent_command(
-                deploy / "agent.py",
-                role,
-                workspace,
-                entry_logs[role],
-                entries=entries,
-                start_at=start_at,
-                same_line_at=same_line_at,
+                deploy / "agent.py", role, workspace, entries=entries, barrier=barrier
             ),
         )
         for role, workspace in workspaces.items()
     }
-    deadline = time.monotonic() + AGENT_LEAD_S + entries * 2 * AGENT_PACE_S + AGENT_SLACK_S
+    deadline = time.monotonic() + entries * 2 * AGENT_PACE_S + AGENT_SLACK_S
     try:
         watch_agents(agents, entry_logs, workspaces, entries, deadline, console)
         for role, child in agents.items():
-            if child.proc.returncode != 0:
-                raise _Failed(
+            if child.proc.returncode not in (None, 0):
+                raise ProofFailed(
                     f"{role} agent exited with code {child.proc.returncode}: "
                     f"{log_tail(child.log) or child.log}"
                 )
-        return _prove(url, swarm, workspaces, entry_logs, console)
-    except _Failed as failure:
-        console.print(f"[bold red]demo failed:[/] {failure}")
+        return _prove(url, swarm, workspaces, console)
+    except (ProofFailed, ProofError) as failure:
+        console.print(Text.assemble(("demo failed: ", "bold red"), str(failure)))
         return 1
 
 
-def _prove(
-    url: str,
-    swarm: str,
-    workspaces: Mapping[str, Path],
-    entry_logs: Mapping[str, Path],
-    console: Console,
-) -> int:
-    console.print(f"agents done; asking `swarm status --wait {STATUS_WAIT_S}`...")
-    report = run_status(url, swarm)
-    console.print(status_table(report))
-    if not report.get("converged"):
-        raise _Failed(f"the swarm did not converge within {STATUS_WAIT_S} s")
-
-    verdicts = settle_on_disk(workspaces)
-    console.print(files_table(verdicts, list(workspaces)))
-    memory = next((v for v in verdicts if v.path == MEMORY), None)
-    if memory is None or not memory.identical:
-        raise _Failed("MEMORY.md differs between the nodes")
-    differing = [v.path for v in verdicts if not v.identical]
-    if differing:
-        raise _Failed(f"files differ between the nodes: {', '.join(differing)}")
-    console.print(f"MEMORY.md sha256 {memory.digests[ROLES[0]]} on both nodes")
-
-    entries = [entry for role in ROLES for entry in read_entry_log(entry_logs[role])]
-    problems = entry_problems(entries, workspaces)
-    if problems:
-        shown = "; ".join(problems[:5]) + (
-            f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-        )
-        raise _Failed(f"entries lost or duplicated: {shown}")
-    regular = [entry for entry in entries if not entry.contested]
-    per_role = ", ".join(f"{sum(e.role == role for e in regular)} {role}" for role in ROLES)
-    merged = (workspaces[ROLES[0]] / MEMORY).read_text(encoding="utf-8")
-    kept = [entry.role for entry in entries if entry.contested and entry.token in merged]
-    console.print(f"{len(regular)} entries ({per_role}) each present exactly once on both nodes")
+def _prove(url: str, swarm: str, workspaces: Mapping[str, Path], console: Console) -> int:
+    console.print("agents done")
+    show_status(swarm, url, STATUS_WAIT_S, console)
+    count = prove(workspaces, load_entries(workspaces.values()), console, wait=DISK_SETTLE_S)
     console.print(
-        f"the line both agents changed at the same moment now holds: "
-        f"{' and '.join(kept) or 'neither edit'}"
-    )
-    console.print(
-        f"[bold green]demo passed:[/] {len(verdicts)} files identical on {' and '.join(workspaces)}"
+        f"[bold green]demo passed:[/] {count} files identical on {' and '.join(workspaces)}"
     )
     return 0

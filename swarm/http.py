@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from swarm.metrics import CONTENT_TYPE_LATEST, registry_for, scrape
+from swarm.transport.redis_errors import CONNECTION
 
 if TYPE_CHECKING:
     from swarm.daemon import Runtime
@@ -37,9 +38,15 @@ class Response:
 
 def not_ready_reason(runtime: Runtime) -> str | None:
     """Why the sidecar is not ready, or None when it is (same rule as `Runtime.ready`)."""
+    problems = runtime.transport.problems
     if not runtime.transport.connected:
+        known = problems.get(CONNECTION) if problems else None
+        if known is not None:
+            return known.message
         error = runtime.transport.last_error
         return "Redis unreachable" + (f": {error}" if error else "")
+    if problems:
+        return problems.newest()
     if not runtime.replicator.caught_up:
         return "catching up from Redis"
     if not runtime.reconciled.is_set():

@@ -24,6 +24,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from swarm.transport.codec import SWARM_KEY
+from swarm.transport.redis_errors import CAUSES
+
 if TYPE_CHECKING:
     from swarm.daemon import Runtime
 
@@ -110,14 +113,25 @@ class RuntimeCollector(Collector):
         rejected = CounterMetricFamily(
             "swarm_rejected_messages",
             "Input dropped, by reason: undecodable, unauthenticated, replayed (see "
-            "swarm.transport.codec), or an update the document could not apply (inapplicable).",
+            "swarm.transport.codec), or refused at the node's edge: a path no file system takes "
+            "(bad-path), one this node does not sync (refused-path), a file over the size limit "
+            "(oversize-file), an update that does not apply (inapplicable) or failed to "
+            "(apply-failed); see swarm.edge.",
             labels=["reason"],
         )
-        for reason, count in sorted(transport.rejected_by_reason.items()):
+        by_reason = dict(transport.rejected_by_reason)
+        for reason, count in node.rejected_by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+        by_reason.setdefault("inapplicable", 0)
+        for reason, count in sorted(by_reason.items()):
             rejected.add_metric([reason], count)
-        rejected.add_metric(["inapplicable"], node.rejected)
         yield rejected
         yield _counter("swarm_render_errors", "Renders that failed.", node.render_errors)
+        yield _gauge(
+            "swarm_files_in_error",
+            "Files whose render fails (quarantined, retried with backoff).",
+            len(runtime.node.health.failures),
+        )
         yield _counter(
             "swarm_ingest_errors", "Agent writes that failed to ingest.", node.ingest_errors
         )
@@ -151,6 +165,23 @@ class RuntimeCollector(Collector):
             len(node.skipped_files),
         )
         yield _gauge("swarm_ready", "1 when caught up and connected to Redis.", int(runtime.ready))
+        problem = GaugeMetricFamily(
+            "swarm_problem",
+            "1 while a cause keeps this node from syncing: Redis unreachable or refusing the "
+            "credentials (redis-connection), out of memory (redis-oom), read-only (redis-readonly),"
+            " an ACL refusal (redis-noperm), another refusal (redis-refused), peers sealing with "
+            "another swarm key (swarm-key).",
+            labels=["cause"],
+        )
+        active = transport.problems.active if transport.problems is not None else {}
+        for cause in (*CAUSES, SWARM_KEY):
+            problem.add_metric([cause], int(cause in active))
+        yield problem
+        yield _gauge(
+            "swarm_deletions_held",
+            "1 while the mass-delete guard holds deletions (run swarm confirm-deletes).",
+            int(runtime.node.deletions_held is not None),
+        )
         yield _gauge(
             "swarm_redis_connected",
             "1 while the Redis subscription is live.",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import math
@@ -44,10 +45,14 @@ from swarm.bridge import (
     write_atomic,
 )
 from swarm.bridge.displaced import content_digest
+from swarm.bridge.pathrules import path_problem, shown
+from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
+from swarm.file_health import DiskState, FileHealth
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
 from swarm.metrics import Histogram, apply_latency, render_latency
+from swarm.problems import one_line
 from swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,7 @@ class NodeCounters:
     deleted: int = 0
     remote_applied: int = 0
     rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # see swarm/edge.py
     render_errors: int = 0
     ingest_errors: int = 0
     skipped_files: dict[str, str] = field(default_factory=dict)  # path -> problem
@@ -130,8 +136,10 @@ class Node:
         self._listeners: list[Callable[[], None]] = []
         self._exists: dict[str, bool] = {}
         self._stats: dict[str, tuple[int, int, int]] = {}  # what we last read or wrote, per path
-        self._accepted: dict[str, bool] = {}  # policy answers, valid for one policy generation
-        self._accepted_generation = 0
+        # What peers may send (paths, sizes), and which files could not be rendered.
+        self.edge = Edge(self.policy, options.max_bytes)
+        self.counters.rejected_by_reason = self.edge.by_reason
+        self.health = FileHealth()
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
@@ -169,12 +177,28 @@ class Node:
         self._exists[path] = exists
 
     def load(self) -> None:
-        """Rebuild every document from the store (a crash loses nothing that was committed)."""
+        """Rebuild every document from the store (a crash loses nothing that was committed).
+
+        A stored path no file system takes (sent by a peer before the edge checked paths) is
+        dropped; a document that cannot be rebuilt is left out and reported: neither may stop
+        the start, or every restart would stop at it again."""
         self._exists = self.store.file_states()
-        self._log_grew = set(self.store.paths())  # the first `compact` looks at every log
-        for path in self.store.paths():
-            self.docs[path] = self._restore(path)
-            followups = self.docs[path].settle()
+        paths = self.store.paths()
+        self._log_grew = set(paths)  # the first `compact` looks at every log
+        for path in paths:
+            problem = path_problem(path)
+            if problem is not None:
+                log.warning("dropping a stored document of %s: %s", shown(path), problem)
+                self.store.forget_doc(path)
+                continue
+            try:
+                doc = self._restore(path)
+                followups = doc.settle()
+            except Exception as exc:
+                self.counters.last_error = f"{path}: cannot be loaded: {one_line(exc)}"
+                log.exception("loading %s failed; it is not synced until the next start", path)
+                continue
+            self.docs[path] = doc
             self._persist_local(path, followups)
         # A crash can leave a render's temp files: the old file a render swapped out (it may
         # hold an agent write: merged once readable) or a new text never swapped in (removed).
@@ -188,7 +212,7 @@ class Node:
         that text for an agent's write (dropping what the swapped-out file holds). Recognised
         by its digest, it is recorded as rendered."""
         path = handle.rel
-        if handle.rendered is None or not self._syncs(path):
+        if handle.rendered is None or self.refuses(path):
             return
         read = read_stable(self.root / path, root=self.root, settle=0.0)
         if read.text is None or read.text == self._last_version(path):
@@ -447,24 +471,57 @@ class Node:
     def apply_remote_many(self, path: str, updates: list[bytes]) -> int:
         """Merge updates of one path, given in log order, in one go (catch-up reads thousands):
         each writer's adjacent updates are merged first (`merge_runs`), so pycrdt integrates,
-        and the store keeps, one instead of many. Returns how many were applied."""
-        if not self._syncs(path):
-            self.counters.rejected += len(updates)
-            log.warning("dropping update for a path this node does not sync: %r", path)
+        and the store keeps, one instead of many. Returns how many were applied.
+
+        The edge comes first (swarm/edge.py): a path this node never syncs, an update that does
+        not apply or that would make the file larger than the limit is counted and dropped, and
+        leaves nothing behind: no document, no store row, nothing in heartbeats or snapshots.
+        Whatever else goes wrong with one path is reported and leaves the node running."""
+        refusal = self.edge.refusal(path)
+        if refusal is not None:
+            self.reject(path, *refusal, count=len(updates))
             return 0
+        known = path in self.docs
+        try:
+            with self.store.batch():  # a savepoint: a failure undoes this path's writes only
+                applied = self._apply_updates(path, updates)
+        except Exception as exc:
+            log.exception("applying updates of %s failed", path)
+            self.reject(path, APPLY_FAILED, one_line(exc), len(updates))
+            self.docs.pop(path, None)
+            if known:
+                try:
+                    self.docs[path] = self._restore(path)
+                except Exception:
+                    log.exception("%s cannot be rebuilt from the store; not synced for now", path)
+                else:
+                    self.mark_dirty(path)
+            return 0
+        doc = self.docs.get(path)
+        if not known and doc is not None and doc.is_empty and not doc.has_pending:
+            del self.docs[path]  # nothing of it was applied: no trace of the path
+        return applied
+
+    def _apply_updates(self, path: str, updates: list[bytes]) -> int:
         doc = first = self.doc(path)
         revision = doc.revision
         applied = 0
         for update, count in merge_runs(updates):
             started = time.perf_counter()
+            before = self._doc_bytes(doc)
             try:
                 followups = doc.apply(update)
             except UpdateError as exc:
-                self.counters.rejected += count
-                self.counters.last_error = str(exc)
-                log.warning("rejected update: %s", exc)
+                self.reject(path, INAPPLICABLE, str(exc), count)
                 if doc.broken:  # pycrdt may have half-applied it: rebuild from what is stored
                     doc = self.docs[path] = self._restore(path)
+                continue
+            after = self._doc_bytes(doc)
+            too_large = self.edge.oversize(after) if after > before else None
+            if too_large is not None:
+                # Not stored yet: the document rebuilt from the store has never seen it.
+                self.reject(path, OVERSIZE_FILE, too_large, count)
+                doc = self.docs[path] = self._restore(path)
                 continue
             self.counters.apply_seconds.observe(time.perf_counter() - started)
             self._append(path, update, local=False)
@@ -478,15 +535,19 @@ class Node:
             self.mark_dirty(path)
         return applied
 
-    def _syncs(self, path: str) -> bool:
-        """Cached `policy.accepts` (pattern matching: too slow for every update)."""
-        if self._accepted_generation != self.policy.generation:
-            self._accepted.clear()
-            self._accepted_generation = self.policy.generation
-        known = self._accepted.get(path)
-        if known is None:
-            known = self._accepted[path] = self.policy.accepts(path)
-        return known
+    def _doc_bytes(self, doc: MemoryDoc) -> int:
+        """The file size of `doc`, exact only when it may be over the limit (cheap otherwise)."""
+        size = doc.stored_bytes
+        return size if size <= self.options.max_bytes else doc.content_bytes()
+
+    def reject(self, path: str, reason: str, detail: str, count: int = 1) -> None:
+        """Drop `count` updates of `path` from the swarm: counted by reason, logged once."""
+        self.counters.rejected += count
+        self.edge.reject(path, reason, detail, count)
+
+    def refuses(self, path: str) -> bool:
+        """True when this node never syncs `path` (peers' heartbeats name it: never ask)."""
+        return self.edge.refusal(path) is not None
 
     def compact(self) -> None:
         """Fold long update logs into one state, so restarts stay fast and the store small.
@@ -537,6 +598,8 @@ class Node:
                     path = self._dirty.pop()
                     if path in rendering:
                         continue  # looked at again when that render ends (see _render_in_slot)
+                    if path not in self.docs or self.health.quarantined(path):
+                        continue  # nothing to render, or waiting for its retry time
                     gap = interval.get(path, base)
                     since = loop.time() - last_render.get(path, -math.inf)
                     if since < gap:
@@ -574,39 +637,96 @@ class Node:
     async def _render_in_slot(
         self, path: str, slots: asyncio.Semaphore, rendering: set[str]
     ) -> None:
-        revision = self.doc(path).revision
+        revision = self.docs[path].revision
         try:
-            await self.render(path)
-        except RenderError as exc:
-            self.counters.render_errors += 1
-            self.counters.last_error = str(exc)
-            log.error("render failed: %s", exc)
+            await self._render_guarded(path)
         finally:
             rendering.discard(path)
             slots.release()
-            if path in self._dirty or self.doc(path).revision != revision:
+            doc = self.docs.get(path)
+            if doc is not None and (path in self._dirty or doc.revision != revision):
                 self.mark_dirty(path)  # changed while it rendered: the loop skipped it
+
+    async def _render_guarded(self, path: str) -> None:
+        """Render `path`; whatever fails quarantines that file (retried with backoff, see
+        swarm/file_health.py), never the node."""
+        loop = asyncio.get_running_loop()
+        revision = self.docs[path].revision
+        try:
+            too_large = self.edge.oversize(self._doc_bytes(self.docs[path]))
+            if too_large is not None:
+                raise RenderError(errno.EFBIG, f"not written: {too_large}")
+            await self.render(path)
+        except RenderBusy:
+            self._render_when_closed(path)  # pending, not failed: a writer holds the file
+            return
+        except Exception as exc:
+            self.counters.render_errors += 1
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+            loop.call_later(self.health.failed(path, reason), self._retry_render, path)
+            return
+        doc = self.docs.get(path)
+        if doc is None or doc.revision != revision:
+            return  # changed meanwhile: rendered again at once (see _render_in_slot)
+        if self.disk_matches(path):
+            self.health.rendered(path, revision)
+        elif self.deletions_held is None:
+            # The render gave up: an agent kept rewriting the file, or what is on disk cannot
+            # be read. Try again later, not only at the next change (which may never come).
+            skipped = self.counters.skipped_files.get(path)
+            reason = f"the file on disk is not synced: {skipped}" if skipped else (
+                "the file kept changing while it was rendered"
+            )
+            loop.call_later(self.health.failed(path, reason), self._retry_render, path)
+
+    def last_error(self) -> str | None:
+        """What status shows: a file that cannot be rendered, else the node's last error."""
+        return self.health.problems.newest() or self.counters.last_error
+
+    def _retry_render(self, path: str) -> None:
+        self.health.release(path)
+        self.mark_dirty(path)
+
+    def disk_matches(self, path: str) -> bool:
+        """Whether the disk holds the document of `path`, as far as this node knows (what it
+        last rendered or read there; an agent write not yet ingested is not known)."""
+        doc = self.docs.get(path)
+        if doc is None:
+            return True
+        if not doc.exists:
+            return not self._existed(path)
+        return self._existed(path) and self._last_version(path) == doc.content
+
+    def disk_states(self) -> dict[str, DiskState]:
+        """Every file whose disk is not known to hold its document: pending or failed."""
+        found: dict[str, DiskState] = {}
+        for path, doc in self.docs.items():
+            if path not in self.health.failures and self.health.is_synced(path, doc.revision):
+                continue
+            if path not in self.health.failures and self.disk_matches(path):
+                self.health.rendered(path, doc.revision)
+                continue
+            found[path] = self.health.state(path)
+        return found
 
     def _undefer(self, path: str) -> None:
         self._deferred.discard(path)
         self.mark_dirty(path)
 
     async def render(self, path: str) -> None:
-        """Write the merged text of `path` to disk, never over an agent write not yet ingested,
-        never while another process has the file open for writing."""
+        """Write the merged text of `path` to disk, never over an agent write not yet ingested;
+        RenderBusy while another process has the file open for writing."""
         async with self._lock(path):
             for _ in range(10):
-                try:
-                    if await self._render_once(path):
-                        self._busy_wait.pop(path, None)
-                        return
-                except RenderBusy:
-                    self._render_when_closed(path)
+                if await self._render_once(path):
+                    self._busy_wait.pop(path, None)
                     return
                 await self._ingest_locked(path)
             log.warning("%s keeps changing under the renderer; will retry on the next change", path)
 
     def _render_when_closed(self, path: str) -> None:
+        """Another process has `path` open for writing (RenderBusy): no render may land under
+        it. The file stays pending and is tried again soon, then less often while it stays open."""
         wait = self._busy_wait.get(path, _BUSY_RETRY[0])
         if wait < _BUSY_RETRY[1] <= wait * 2:
             log.info("%s is held open for writing by another process: rendered once closed", path)
@@ -619,7 +739,7 @@ class Node:
         this node recorded), kept as a version the agent saw, never as what the disk holds."""
         path = handle.rel
         async with self._lock(path):
-            if not self._syncs(path):
+            if self.refuses(path):
                 handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
                 return
@@ -667,13 +787,18 @@ class Node:
             else:
                 if not existed:
                     return True
-                result = await asyncio.to_thread(
-                    remove_file, file, expected=last, root=self.root, settle=self.options.settle
-                )
-                with self.store.batch():
-                    if last is not None:
-                        self.store.trash(path, last)
-                    self._set_existed(path, False)
+                # The content is in the trash before the file goes: whoever sees it gone can
+                # restore it. A deletion that does not happen takes its trash entry back.
+                trashed = self.store.trash(path, last) if last is not None else None
+                try:
+                    result = await asyncio.to_thread(
+                        remove_file, file, expected=last, root=self.root, settle=self.options.settle
+                    )
+                except Exception:
+                    if trashed is not None:
+                        self.store.untrash(trashed)
+                    raise
+                self._set_existed(path, False)
             self._took(path, result)
         except AgentWriteCaptured as captured:
             # The render went through, and the agent's write it displaced is in our hands:
@@ -684,6 +809,8 @@ class Node:
                 self._record_version(path, target)
                 self._set_existed(path, True)
             return False
+        except RenderBusy:
+            raise
         except RenderConflict:
             return False
         self.counters.rendered += 1

@@ -28,9 +28,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm.edge import INAPPLICABLE
 from swarm.memory import MemoryDoc, vector
 from swarm.memory.batching import coalesce
 from swarm.node import Node
+from swarm.transport import codec
 from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
 from swarm.transport.redis_client import ReconnectBackoff
 from swarm.transport.redis_transport import RedisTransport, parse_stream_id
@@ -294,7 +296,7 @@ class Replicator:
         try:
             theirs = vector.decode(env.payload)
         except vector.VectorError:
-            self.node.counters.rejected += 1
+            self.node.reject(env.path, INAPPLICABLE, "a sync request with a malformed vector")
             return
         if vector.missing(theirs, doc.state_vector_dict()) == 0 and not doc.has_pending:
             return
@@ -405,6 +407,7 @@ class Replicator:
         """What this node tells the swarm about itself: enough for `swarm status` to decide
         convergence from state vectors and to show why a node lags."""
         files, digest = self._all_file_facts()
+        node = self.node
         return {
             "role": self.options.role,
             "host": self.host,
@@ -414,12 +417,20 @@ class Replicator:
             "outbox": self.node.store.outbox_depth(),
             "cursor": self.cursor,
             "lag": self.counters.lag,
-            "last_error": self.node.counters.last_error,
-            "skipped": dict(self.node.counters.skipped_files),
-            "deletions_held": self.node.deletions_held,
+            "last_error": self._problem() or node.last_error(),
+            "problems": self.redis.problems.active if self.redis and self.redis.problems else {},
+            "skipped": dict(node.counters.skipped_files),
+            "deletions_held": node.deletions_held,
+            "disk": node.health.summary(node.disk_states()),
+            "refused": node.edge.refused(),
             "files_digest": digest,
             "files": files,
         }
+
+    def _problem(self) -> str | None:
+        """The newest problem with Redis or the swarm key, if any."""
+        problems = self.redis.problems if self.redis is not None else None
+        return problems.newest() if problems else None
 
     def _all_file_facts(self) -> tuple[dict[str, dict[str, Any]], str]:
         """Every file's facts and their digest; the same objects while no document changed (the
@@ -440,10 +451,13 @@ class Replicator:
         if cached is not None and cached[0] == doc.revision:
             return cached[1]
         sv = doc.state_vector()
+        content = doc.content.encode("utf-8")
         facts = {
             "sv": base64.b64encode(sv).decode(),
             "digest": vector.digest(vector.decode(sv)),
-            "size": len(doc.content.encode("utf-8")),
+            "size": len(content),
+            # The file's bytes as the document has them: status compares them across nodes.
+            "hash": hashlib.blake2b(content, digest_size=16).hexdigest(),
             "exists": doc.exists,
             "pending": doc.has_pending,
         }
@@ -475,6 +489,7 @@ class Replicator:
             self._catchup_wake.set()
         self._log_last_seen = last
         peers = await self.redis.presence()
+        self._check_keys()
         online = {node: info for node, info in peers.items() if node != self.options.node_id}
         self._peers = online
         # Peers holding exactly our state vectors need no per-file comparison: the usual case.
@@ -490,6 +505,8 @@ class Replicator:
         wanted: dict[str, vector.StateVector] = {path: {} for path in behind}
         digests = {path: f["digest"] for path, f in facts.items()}
         for path, want in _union_by_path(differing, digests).items():
+            if self.node.refuses(path):
+                continue  # never synced here: asking for it would only be refused again
             doc = self.node.docs.get(path)
             have = doc.state_vector_dict() if doc is not None else {}
             lag = vector.missing(have, want)
@@ -511,6 +528,24 @@ class Replicator:
             await self._publish(
                 Envelope(self.options.swarm, path, self.options.node_id, Kind.HELLO, sv)
             )
+
+    def _check_keys(self) -> None:
+        """Peers whose heartbeats this node cannot open hold another swarm key (or none, or
+        this node none): say so once, until every live peer is readable again."""
+        assert self.redis is not None
+        problems = self.redis.problems
+        if problems is None:
+            return
+        unreadable = {
+            node: reason
+            for node, (reason, _seen) in self.redis.unreadable_nodes.items()
+            if node != self.options.node_id
+        }
+        if unreadable:
+            message = codec.key_trouble(unreadable)  # one line per cause, not per peer
+            problems.report(codec.SWARM_KEY, message, kind=codec.SWARM_KEY)
+        else:
+            problems.resolve(codec.SWARM_KEY, "every live peer's heartbeat is readable again")
 
     # -- compaction (Redis) --------------------------------------------------------------------
 

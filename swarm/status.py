@@ -9,13 +9,20 @@ documented in docs/status-schema.json:
   holds for it (snapshot + log tail). Convergence compares state vectors only.
 - A node's **lag** is the number of operations (Yjs clock units) the targets hold that its state
   vectors lack, summed over files; a file it does not hold at all counts in full.
-- A node is **converged** when its lag is 0 and no file of it waits on missing operations
-  (`pending`). For an offline node this is judged from its last heartbeat.
+- A node's **disk differs** for a file when it reports that its disk does not hold the file's
+  document yet (a render pending or failed), or when its document's content hash differs from
+  the one most nodes holding the same operations report. Paths a node refuses by its own policy
+  (private, ignored) are not counted against it.
+- A node is **converged** when its lag is 0, no file of it waits on missing operations
+  (`pending`) and its disk differs for no file: the same bytes on every disk. For an offline node
+  this is judged from its last heartbeat.
 - The swarm is **converged** when at least one node is online and every online node is converged.
   No online node means nothing can be vouched for: not converged.
-- A node's **state** is the first that applies: `offline` (heartbeat expired); `error` (not
-  converged and it reports a last error); `behind` (not converged); `syncing` (holds everything
-  but is still catching up or has local updates not yet in Redis); `up to date`.
+- A node's **state** is the first that applies: `offline` (heartbeat expired); `error` (it
+  reports a problem: a render that fails, Redis refusing it, a swarm key it lacks, deletions held;
+  or it lags and reports a last error); `behind` (it lags, or a render has been pending for
+  `STUCK_S` seconds); `syncing` (a render pending for less; or it holds everything but is still
+  catching up or has local updates not yet in Redis); `up to date`.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from swarm.bridge.pathrules import path_problem
+from swarm.bridge.reader import DEFAULT_MAX_BYTES
 from swarm.config import SwarmSettings
-from swarm.memory import MemoryDoc, UpdateError, vector
+from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
+from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
 from swarm.transport import codec
 from swarm.transport.base import TransportError
 from swarm.transport.redis_transport import NodeRecord, parse_stream_id
@@ -50,6 +60,7 @@ CONNECT_TIMEOUT_S = 3.0
 POLL_INTERVAL_S = 0.25  # --wait
 WATCH_INTERVAL_S = 1.0  # --watch
 LOG_READ_LIMIT = 1_000_000  # entries of the log tail read to learn what Redis holds
+STUCK_S = 10.0  # a render pending this long is not "syncing" any more: the node is behind
 
 
 class StatusError(Exception):
@@ -72,6 +83,7 @@ class FileFacts:
     size: int | None
     exists: bool
     pending: bool
+    hash: str | None = None  # of the document's content (the bytes its disk should hold)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,8 @@ class NodeView:
     files: int
     behind: dict[str, int]  # path -> operations missing (pending files show 0)
     skipped: dict[str, str]
+    disk_differs: dict[str, str] = field(default_factory=dict)  # path -> why, in a few words
+    refused: tuple[str, ...] = ()  # paths its policy never syncs
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,8 @@ class FileView:
     exists: bool
     lagging: tuple[str, ...]  # online nodes whose state does not cover the target
     digest: str  # of the target state vector
+    hash: str | None = None  # content hash reported by the nodes that hold the target
+    disk_differs: tuple[str, ...] = ()  # online nodes whose disk does not hold it (yet)
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,8 @@ class SwarmView:
                     "files": n.files,
                     "behind": dict(n.behind),
                     "skipped": dict(n.skipped),
+                    "disk_differs": dict(n.disk_differs),
+                    "refused": list(n.refused),
                 }
                 for n in self.nodes
             ],
@@ -169,6 +187,8 @@ class SwarmView:
                     "exists": f.exists,
                     "lagging": list(f.lagging),
                     "digest": f.digest,
+                    "hash": f.hash,
+                    "disk_differs": list(f.disk_differs),
                 }
                 for f in self.files
             ],
@@ -198,11 +218,13 @@ def parse_files(info: dict[str, Any]) -> dict[str, FileFacts]:
         except (KeyError, TypeError, ValueError, binascii.Error):
             continue
         size = entry.get("size")
+        digest = entry.get("hash")
         facts[path] = FileFacts(
             sv=sv,
             size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             exists=bool(entry.get("exists", True)),
             pending=bool(entry.get("pending", False)),
+            hash=digest if isinstance(digest, str) else None,
         )
     return facts
 
@@ -216,15 +238,20 @@ def _count(value: Any) -> int:
 
 
 def _state(
-    online: bool, converged: bool, info: dict[str, Any], last_error: str | None
+    online: bool, behind: bool, differs: dict[str, str], stuck: bool, info: dict[str, Any],
+    last_error: str | None,
 ) -> NodeState:
     if not online:
         return NodeState.OFFLINE
-    if info.get("deletions_held"):  # the mass-delete guard waits for an operator
+    if info.get("deletions_held") or problems(info):  # waits for an operator, or for Redis
         return NodeState.ERROR
-    if not converged:
+    if any(reason.startswith("render failed") for reason in differs.values()):
+        return NodeState.ERROR
+    if behind:
         return NodeState.ERROR if last_error else NodeState.BEHIND
-    if info.get("ready") is not True or _count(info.get("outbox")) > 0:
+    if stuck or any(not reason.startswith("render pending") for reason in differs.values()):
+        return NodeState.BEHIND
+    if differs or info.get("ready") is not True or _count(info.get("outbox")) > 0:
         return NodeState.SYNCING
     return NodeState.UP_TO_DATE
 
@@ -235,34 +262,58 @@ def _node_view(
     behind: dict[str, int],
     online: bool,
     now_ms: int,
+    other_content: set[str],
 ) -> NodeView:
     info = record.info
     last_error = info.get("last_error") if isinstance(info.get("last_error"), str) else None
     skipped = info.get("skipped")
+    disk = DiskReport.parse(info)
+    age = max(0.0, (now_ms - record.seen_ms) / 1000)
+    differs = {path: f"render failed: {reason}" for path, reason in disk.failed.items()}
+    for path, seconds in disk.pending.items():
+        differs.setdefault(path, f"render pending for {seconds + age:.1f} s")
+    for path in other_content:
+        differs.setdefault(path, "content differs from the other nodes holding the same state")
+    stuck = any(seconds + age >= STUCK_S for seconds in disk.pending.values())
+    reported = problems(info)
+    if reported:
+        last_error = next(iter(reported.values()))
+    elif last_error is None and disk.failed:
+        path, reason = next(iter(disk.failed.items()))
+        last_error = f"{path}: {reason}"
+    converged = not behind and not differs
     return NodeView(
         node=record.node,
         role=_text(info.get("role")),
         host=_text(info.get("host")),
         pid=_count(info.get("pid")) or None,
         online=online,
-        state=_state(online, not behind, info, last_error),
-        converged=not behind,
+        state=_state(online, bool(behind), differs, stuck, info, last_error),
+        converged=converged,
         ready=info.get("ready") is True,
         lag=sum(behind.values()),
-        last_seen=max(0.0, (now_ms - record.seen_ms) / 1000),
+        last_seen=age,
         last_seen_at=record.seen_ms / 1000,
         outbox=_count(info.get("outbox")),
         last_error=last_error,
         files=len(files),
         behind=behind,
         skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
+        disk_differs=dict(sorted(differs.items())),
+        refused=refused(info),
     )
 
 
-def _behind(files: dict[str, FileFacts], targets: dict[str, StateVector]) -> dict[str, int]:
-    """path -> operations missing, for every file not held completely (pending counts)."""
+def _behind(
+    files: dict[str, FileFacts], targets: dict[str, StateVector], refused: Iterable[str] = ()
+) -> dict[str, int]:
+    """path -> operations missing, for every file not held completely (pending counts); paths
+    the node refuses by its policy are not missing there."""
+    skip = set(refused)
     behind: dict[str, int] = {}
     for path, target in targets.items():
+        if path in skip:
+            continue
         fact = files.get(path)
         lag = vector.missing(fact.sv if fact else {}, target)
         if lag or (fact is not None and fact.pending):
@@ -271,9 +322,15 @@ def _behind(files: dict[str, FileFacts], targets: dict[str, StateVector]) -> dic
 
 
 def build_view(
-    swarm: str, now_ms: int, records: Iterable[NodeRecord], redis: RedisHeld
+    swarm: str,
+    now_ms: int,
+    records: Iterable[NodeRecord],
+    redis: RedisHeld,
+    unreadable: dict[str, tuple[str, int]] | None = None,
 ) -> SwarmView:
-    """The swarm's convergence from heartbeats and what Redis holds (rules: module docstring)."""
+    """The swarm's convergence from heartbeats and what Redis holds (rules: module docstring).
+    `unreadable`: live nodes (node -> (rejection reason, seen ms)) whose heartbeat is sealed
+    with another swarm key: shown in error, and nothing can be vouched for them."""
     records = list(records)
     facts = {record.node: parse_files(record.info) for record in records}
     online = sorted(record.node for record in records if record.online(now_ms))
@@ -282,13 +339,15 @@ def build_view(
         for path, fact in facts[node].items():
             targets[path] = vector.union([targets.get(path, {}), fact.sv])
 
+    odd, agreed = odd_content(facts, online, targets)
     nodes = tuple(
         _node_view(
             record,
             facts[record.node],
-            _behind(facts[record.node], targets),
+            _behind(facts[record.node], targets, refused(record.info)),
             record.node in online,
             now_ms,
+            odd.get(record.node, set()),
         )
         for record in records
     )
@@ -296,37 +355,62 @@ def build_view(
     for path in sorted(targets):
         target = targets[path]
         lagging = tuple(node.node for node in nodes if node.online and path in node.behind)
+        differing = tuple(node.node for node in nodes if node.online and path in node.disk_differs)
         holders = [facts[node][path] for node in online if path in facts[node]]
         complete = [fact for fact in holders if vector.covers(fact.sv, target)]
         shown = complete[0] if complete else (holders[0] if holders else None)
         files.append(
             FileView(
                 path=path,
-                converged=bool(online) and not lagging,
+                converged=bool(online) and not lagging and not differing,
                 size=shown.size if shown else None,
                 exists=shown.exists if shown else True,
                 lagging=lagging,
                 digest=vector.digest(target),
+                hash=agreed.get(path),
+                disk_differs=differing,
             )
         )
+    sealed = tuple(
+        _unreadable_node(node, reason, seen_ms, now_ms)
+        for node, (reason, seen_ms) in sorted((unreadable or {}).items())
+        if node not in facts
+    )
+    nodes = tuple(sorted((*nodes, *sealed), key=lambda n: n.node))
     converged = bool(online) and all(node.converged for node in nodes if node.online)
     return SwarmView(swarm, now_ms / 1000, converged, nodes, tuple(files), redis)
 
 
+def _unreadable_node(node: str, reason: str, seen_ms: int, now_ms: int) -> NodeView:
+    why = codec.key_trouble({node: reason}).replace("this node", "this command")
+    return NodeView(
+        node=node, role="", host="", pid=None, online=True, state=NodeState.ERROR,
+        converged=False, ready=False, lag=0, last_seen=max(0.0, (now_ms - seen_ms) / 1000),
+        last_seen_at=seen_ms / 1000, outbox=0,
+        last_error=why,
+        files=0, behind={}, skipped={},
+    )  # fmt: skip
+
+
 def redis_vectors(
-    snapshots: dict[str, tuple[str, bytes]], log: Iterable[tuple[str, str, Kind, bytes]]
+    snapshots: dict[str, tuple[str, bytes]],
+    log: Iterable[tuple[str, str, Kind, bytes]],
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> RedisHeld:
     """Per file, the state vector of its snapshot plus the log entries it does not cover.
 
     `log` holds (stream id, path, kind, payload) in log order. Documents are rebuilt the way
     nodes rebuild them (MemoryDoc's causal buffer), without any genesis fix-up of their own.
+    What no node takes is left out, by the rules of the nodes' edge (swarm/edge.py): a path no
+    file system takes, updates that hold no operation at all (garbage someone published), and
+    an update that makes the file grow past `max_bytes`.
     """
     updates: dict[str, list[bytes]] = {path: [state] for path, (_, state) in snapshots.items()}
     covered = {path: parse_stream_id(cid) for path, (cid, _) in snapshots.items()}
     entries = 0
     for stream_id, path, kind, payload in log:
         entries += 1
-        if kind not in (Kind.UPDATE, Kind.STATE):
+        if kind not in (Kind.UPDATE, Kind.STATE) or path_problem(path) is not None:
             continue
         if path in covered and parse_stream_id(stream_id) <= covered[path]:
             continue
@@ -336,9 +420,12 @@ def redis_vectors(
     for path, path_updates in updates.items():
         valid = [update for update in path_updates if _decodes(update)]
         try:
-            vectors[path] = MemoryDoc.restore(path, valid).state_vector_dict()
+            held = within_limit(path, valid, max_bytes).state_vector_dict()
         except UpdateError:
             unreadable.append(path)
+            continue
+        if held:
+            vectors[path] = held
     return RedisHeld(vectors, len(snapshots), entries, tuple(sorted(unreadable)))
 
 
@@ -378,17 +465,15 @@ async def fetch_view(settings: SwarmSettings) -> SwarmView:
     finally:
         await transport.close()
     rejected = transport.rejected_by_reason
-    still_sealed = any(set(record.info) == {"sealed"} for record in records)  # we hold no key
-    if still_sealed or (
-        not records and (rejected.get(codec.NO_KEY) or rejected.get(codec.WRONG_KEY))
-    ):
+    if not records and (rejected.get(codec.NO_KEY) or rejected.get(codec.WRONG_KEY)):
         raise StatusError(
             f"swarm {settings.swarm!r} is sealed with a key this command does not hold "
             "(set SWARM_KEY_FILE or SWARM_KEY as for the daemon)"
         )
-    held = redis_vectors(snapshots, log)
+    limit = getattr(settings, "max_file_bytes", DEFAULT_MAX_BYTES)  # the daemons' setting
+    held = redis_vectors(snapshots, log, limit)
     held = replace(held, rejected=rejected)
-    return build_view(settings.swarm, now_ms, records, held)
+    return build_view(settings.swarm, now_ms, records, held, transport.unreadable_nodes)
 
 
 # -- showing it ------------------------------------------------------------------------------
@@ -425,7 +510,7 @@ def summary(view: SwarmView, since: float | None = None) -> Text:
     if not view.online:
         reason = "no online node"
     else:
-        behind = [f"{n.node} ({n.lag} ops)" for n in view.nodes if n.online and not n.converged]
+        behind = [_lags(n) for n in view.nodes if n.online and not n.converged]
         differ = _plural(view.files_differing, "file")
         reason = f"{differ} differ; behind: {', '.join(behind) or '-'}"
     return Text.assemble(
@@ -433,6 +518,11 @@ def summary(view: SwarmView, since: float | None = None) -> Text:
         ("NOT converged", "bold red"),
         f"{when} — {reason} — {counts}",
     )
+
+
+def _lags(node: NodeView) -> str:
+    disk = f", disk differs: {_plural(len(node.disk_differs), 'file')}" if node.disk_differs else ""
+    return f"{node.node} ({node.lag} ops{disk})"
 
 
 def nodes_table(view: SwarmView) -> Table:
@@ -448,9 +538,16 @@ def nodes_table(view: SwarmView) -> Table:
             _age(node.last_seen),
             str(node.files),
             str(node.lag),
-            node.last_error or "-",
+            node.last_error or _first_difference(node) or "-",
         )
     return table
+
+
+def _first_difference(node: NodeView) -> str | None:
+    for path, reason in node.disk_differs.items():
+        more = len(node.disk_differs) - 1
+        return f"{path}: {reason}" + (f" (and {more} more)" if more else "")
+    return None
 
 
 def files_table(view: SwarmView) -> Table:
@@ -465,7 +562,7 @@ def files_table(view: SwarmView) -> Table:
             item.path,
             size,
             Text("yes", style="green") if item.converged else Text("no", style="red"),
-            ", ".join(item.lagging) or "-",
+            ", ".join([*item.lagging, *(f"{n} (disk)" for n in item.disk_differs)]) or "-",
         )
     return table
 

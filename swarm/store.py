@@ -391,13 +391,20 @@ class Store:
 
     # -- trash ------------------------------------------------------------------------------
 
-    def trash(self, path: str, content: str) -> None:
-        """Keep the content of a deleted file so it can be restored."""
+    def trash(self, path: str, content: str) -> int:
+        """Keep the content of a deleted file so it can be restored; the entry's id."""
         with self._write():
-            self._conn.execute(
+            cursor = self._conn.execute(
                 "INSERT INTO trash (path, deleted_at, content) VALUES (?, ?, ?)",
                 (path, time.time(), content),
             )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def untrash(self, entry: int) -> None:
+        """Take back a trash entry (the deletion it was kept for did not happen)."""
+        with self._write():
+            self._conn.execute("DELETE FROM trash WHERE seq = ?", (entry,))
 
     def trashed(self, path: str) -> list[tuple[float, str]]:
         """(deletion time, content), newest first (by insertion order, not by clock)."""

@@ -274,6 +274,7 @@ class DaemonProcess:
     log_path: Path
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    wrapper: tuple[str, ...] = ()  # a command the daemon runs under (e.g. setpriv ... --)
     proc: subprocess.Popen[bytes] | None = None
     _starts: int = 0
 
@@ -297,7 +298,7 @@ class DaemonProcess:
             log.write(f"--- start {self._starts} ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                swarm_command(*self.args()),
+                [*self.wrapper, *swarm_command(*self.args())],
                 env=daemon_env(self.env),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -385,6 +386,7 @@ class DaemonGroup:
         redis_url: str | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> DaemonProcess:
         daemon = DaemonProcess(
             dir=self.base / node / "memory-folder",
@@ -395,6 +397,7 @@ class DaemonGroup:
             log_path=self.base / node / "daemon.log",
             extra_args=tuple(extra_args),
             env=dict(env or {}),
+            wrapper=tuple(wrapper),
         )
         daemon.dir.mkdir(parents=True, exist_ok=True)
         self.daemons[node] = daemon

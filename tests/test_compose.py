@@ -1,27 +1,23 @@
-"""compose.yaml and the image, checked without a Docker engine.
+"""compose.yaml, checked without a Docker engine (the image itself: tests/test_image.py).
 
 No Docker runs on the development machines, so this is how the compose topology is proven: the
 file validates against the Compose Specification schema, and everything it names (build files,
 scripts, ports, environment variables, CLI flags, dependency conditions) exists in the project
-and matches what the daemon, the CLI and the demo agents actually accept.
+and matches what the daemon, the CLI and the demo agents actually accept. What a user runs after
+`up` (`docker compose run --rm status`, a second `up`) must not re-run the demo.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import importlib.util
 import inspect
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,13 +26,19 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from dockerfile import (
+    APP_ROOT,
+    DOCKERFILE,
+    REPO,
+    app_paths,
+    copied_into_app,
+    image_env,
+    port_of,
+    repo_path,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "shared/schemas/compose-spec.json"
-DOCKERFILE = REPO / "daemon" / "Dockerfile"
-DOCKERIGNORE = REPO / ".dockerignore"
-APP_ROOT = "/app/"  # where daemon/Dockerfile puts the project inside the image
+SCHEMA_FILE = REPO / "tests" / "data" / "compose-spec.json"  # vendored: see tests/data/README.md
 
 # The daemon's environment contract (issues 3 and 4); used until swarm.config exists.
 DAEMON_ENV_CONTRACT = frozenset(
@@ -58,6 +60,9 @@ STATUS_FLAGS_CONTRACT = frozenset(
     {"--swarm", "--redis-url", "--json", "--files", "--wait", "--watch"}
 )
 SIDECARS = {"cloud-swarm": "cloud", "local-swarm": "local"}  # sidecar -> its agent
+LONG_RUNNING = {"redis", *SIDECARS}
+# Top-level keys both Compose v2 and v1.29 (docker-compose) accept; v1 rejects `name:`.
+PORTABLE_TOP_LEVEL = {"services", "volumes", "networks", "configs", "secrets"}
 
 
 # ---------------------------------------------------------------- loading
@@ -74,38 +79,6 @@ def compose() -> dict[str, Any]:
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = compose["services"]
     return found
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        whole = (pending + line).strip()
-        pending = ""
-        keyword, _, rest = whole.partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-    return instructions
-
-
-def instruction_args(instructions: list[tuple[str, str]], keyword: str) -> list[str]:
-    return [rest for key, rest in instructions if key == keyword]
-
-
-def exec_form(text: str) -> list[str]:
-    """The argv of a Dockerfile exec-form (JSON array) or shell-form argument."""
-    text = text.strip()
-    if text.startswith("["):
-        parsed = json.loads(text)
-        assert isinstance(parsed, list)
-        return [str(item) for item in parsed]
-    return shlex.split(text)
 
 
 def argv_of(value: Any) -> list[str]:
@@ -125,16 +98,6 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in environment.items()}
 
 
-def image_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for rest in instruction_args(dockerfile_instructions(), "ENV"):
-        for token in shlex.split(rest):
-            key, sep, value = token.partition("=")
-            if sep:
-                env[key] = value
-    return env
-
-
 def effective_env(service: dict[str, Any]) -> dict[str, str]:
     """What the process sees: the image's ENV, overridden by the service's environment."""
     env = image_env() if "build" in service else {}
@@ -147,22 +110,6 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(deps, list):
         return {name: "service_started" for name in deps}
     return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
-
-
-def app_paths(words: list[str]) -> Iterator[str]:
-    """Every /app/... path mentioned in a command (also inside `sh -c` scripts)."""
-    for word in words:
-        for match in re.finditer(r"/app/[\w./-]+", word):
-            yield match.group(0)
-
-
-def repo_path(app_path: str) -> Path:
-    rel = app_path.removeprefix(APP_ROOT).rstrip("/.")
-    return REPO / rel
-
-
-def port_of(host_port: str) -> int:
-    return int(host_port.rpartition(":")[2])
 
 
 def optional_module(name: str) -> ModuleType | None:
@@ -197,18 +144,6 @@ def status_flags() -> frozenset[str]:
     return frozenset(opt for param in command.params for opt in getattr(param, "opts", []))
 
 
-def copied_into_app() -> set[str]:
-    """Top-level names the Dockerfile copies into its WORKDIR (/app)."""
-    names: set[str] = set()
-    for rest in instruction_args(dockerfile_instructions(), "COPY"):
-        *sources, target = (word for word in exec_form(rest) if not word.startswith("--"))
-        if target.rstrip("/") in ("", ".", APP_ROOT.rstrip("/")):
-            names.update(Path(source).name for source in sources)
-        else:
-            names.add(Path(target).name)
-    return names
-
-
 def load_agent_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("demo_agent", REPO / "deploy" / "agent.py")
     assert spec is not None and spec.loader is not None
@@ -222,11 +157,6 @@ def load_agent_module() -> ModuleType:
 
 
 def test_compose_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
-    if not SCHEMA_FILE.is_file():
-        pytest.fail(
-            f"Compose Specification schema missing at {SCHEMA_FILE} "
-            "(see ../shared/schemas/README.md next to the repository)"
-        )
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     validator = jsonschema.Draft7Validator(schema)
     errors = [
@@ -244,6 +174,8 @@ def test_the_demo_topology_is_complete(services: dict[str, dict[str, Any]]) -> N
 
 
 # ---------------------------------------------------------------- files and image
+
+
 
 
 def test_every_build_context_and_dockerfile_exists(services: dict[str, dict[str, Any]]) -> None:
@@ -278,38 +210,6 @@ def test_every_file_a_service_runs_exists_in_the_image(services: dict[str, dict[
     assert any("deploy/seed" in path for path in mentioned)
 
 
-def test_dockerfile_builds_a_non_root_sidecar_image() -> None:
-    instructions = dockerfile_instructions()
-    assert instruction_args(instructions, "FROM")[0].startswith("python:3.11-slim")
-    users = instruction_args(instructions, "USER")
-    assert users, "the image must switch to a non-root USER"
-    assert users[-1].split(":")[0] not in {"root", "0"}
-    assert exec_form(instruction_args(instructions, "ENTRYPOINT")[-1]) == ["swarm", "daemon"]
-    healthchecks = instruction_args(instructions, "HEALTHCHECK")
-    assert healthchecks, "the image needs a HEALTHCHECK"
-    check = exec_form(healthchecks[-1].partition("CMD")[2])
-    for app_path in app_paths(check):
-        assert repo_path(app_path).is_file(), f"HEALTHCHECK runs missing {app_path}"
-    assert any(
-        instruction.startswith("pip install")
-        for instruction in instruction_args(instructions, "RUN")
-    ), "the image must install the project"
-
-
-def test_everything_the_dockerfile_copies_exists_and_is_not_dockerignored() -> None:
-    ignored = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    for rest in instruction_args(dockerfile_instructions(), "COPY"):
-        *sources, _target = exec_form(rest)
-        for source in (s for s in sources if not s.startswith("--")):
-            assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-            hits = [p for p in ignored if fnmatch.fnmatch(source, p.removeprefix("**/"))]
-            assert not hits, f"COPY {source} is excluded by .dockerignore ({hits})"
-
-
 # ---------------------------------------------------------------- the daemon's contract
 
 
@@ -342,16 +242,6 @@ def test_sidecars_are_fully_configured_and_probe_their_own_port(
         assert redis_url.hostname in services and redis_url.port == 6379
 
 
-def test_image_defaults_match_the_daemons_port() -> None:
-    env = image_env()
-    exposed = {
-        int(port.split("/")[0])
-        for rest in instruction_args(dockerfile_instructions(), "EXPOSE")
-        for port in rest.split()
-    }
-    assert port_of(env["SWARM_HTTP"]) in exposed
-
-
 def test_agents_share_the_memory_folder_of_their_own_sidecar(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -371,7 +261,42 @@ def test_agents_share_the_memory_folder_of_their_own_sidecar(
             f"{role} agent and {sidecar} do not share one memory volume"
         )
         volumes_by_role[role] = sidecar_mounts[memory_dir]
+        log = args.log or load_agent_module().default_log(args.dir, role)
+        assert log.is_relative_to(args.dir), (
+            f"{role} agent must log in its memory volume, where a second `up` finds the log"
+        )
     assert len(set(volumes_by_role.values())) == len(SIDECARS), "the nodes must not share a folder"
+
+
+def test_agents_meet_at_a_barrier_that_is_reset_before_they_start(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Both agents wait for each other in one shared folder, and a one-shot service clears the
+    markers a previous `up` left there before either starts (else they would not wait)."""
+    module = load_agent_module()
+    parser = module.build_parser()
+    barrier_volumes = set()
+    for role in SIDECARS.values():
+        agent = services[role]
+        args = parser.parse_args(argv_of(agent["command"]))
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in agent["volumes"]}
+        barrier_volumes.add(mounts[str(args.barrier)])
+        reset = [name for name, cond in depends_on(agent).items()
+                 if cond == "service_completed_successfully"]
+        assert reset == ["barrier-reset"], f"{role} must start after the barrier is reset"
+    assert len(barrier_volumes) == 1, "both agents must share one barrier folder"
+
+    reset = services["barrier-reset"]
+    [folder] = [str(v).split(":")[1] for v in reset["volumes"]
+                if str(v).split(":")[0] in barrier_volumes]
+    for role in SIDECARS.values():
+        for phase in ("start", "focus"):
+            module.Barrier(tmp_path, role).mark(phase)
+    keep = tmp_path / "unrelated.txt"
+    keep.write_text("x", encoding="utf-8")
+    script = argv_of(reset["command"])[-1].replace(folder, str(tmp_path))
+    subprocess.run([*argv_of(reset["entrypoint"]), script], check=True, timeout=30)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["unrelated.txt"]
 
 
 def test_status_service_asks_the_demo_swarm(services: dict[str, dict[str, Any]]) -> None:
@@ -390,6 +315,87 @@ def test_status_service_asks_the_demo_swarm(services: dict[str, dict[str, Any]])
     assert float(parsed.wait) > 0
 
 
+def mounts_of(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Target path -> (volume, mode) of a service's short-syntax volumes."""
+    found = {}
+    for spec in service.get("volumes", []):
+        source, target, *mode = str(spec).split(":")
+        found[target] = (source, mode[0] if mode else "rw")
+    return found
+
+
+def test_status_runs_alone_and_not_in_up(services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose run --rm status` starts what status depends on: depending on the agents
+    ran the whole demo a second time. It must start nothing, and `up` must not run it before the
+    agents finished (up ends with verify instead)."""
+    status = services["status"]
+    assert depends_on(status) == {}, "`run --rm status` would start these services again"
+    assert status.get("profiles"), "status in `up` would judge the swarm before the agents ran"
+
+
+def test_verify_proves_both_memory_volumes_read_only_after_the_agents(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from swarm.cli_demo import verify as verify_command
+
+    verify = services["verify"]
+    assert not verify.get("profiles"), "`up` must end with the proof"
+    argv = [*argv_of(verify.get("entrypoint")), *argv_of(verify.get("command"))]
+    assert argv[:2] == ["swarm", "verify"]
+    params = verify_command.make_context("verify", argv[2:]).params  # the real CLI parses it
+    mounts = mounts_of(verify)
+    memory_volumes = set()
+    for sidecar, agent in SIDECARS.items():
+        memory_dir = effective_env(services[sidecar])["SWARM_DIR"]
+        memory_volumes.add(mounts_of(services[sidecar])[memory_dir][0])
+        assert depends_on(verify).get(agent) == "service_completed_successfully"
+    given = [mounts[str(folder)] for folder in params["folders"]]
+    assert {volume for volume, _ in given} == memory_volumes and len(given) == len(SIDECARS)
+    assert all(mode == "ro" for _, mode in given), "verify must not write the memories"
+    sidecar_env = effective_env(services["cloud-swarm"])
+    assert params["swarm"] == sidecar_env["SWARM_NAME"]
+    assert params["redis_url"] == sidecar_env["SWARM_REDIS_URL"]
+    assert depends_on(verify).get("redis") == "service_healthy"
+    assert params["wait"] > 0
+
+
+def test_sidecars_show_their_node_name_as_host(services: dict[str, dict[str, Any]]) -> None:
+    """The status table's host column shows the container's hostname: an id unless it is set."""
+    for sidecar, role in SIDECARS.items():
+        assert services[sidecar].get("hostname") == role
+
+
+def test_long_running_services_restart_alike_and_one_shots_never(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        if name in LONG_RUNNING:
+            assert service.get("restart") == "unless-stopped", f"{name} needs a restart policy"
+        else:
+            assert service.get("restart", "no") == "no", f"one-shot {name} would run again"
+
+
+def test_published_ports_leave_the_daemons_default_port_free(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A user already running `swarm daemon` on this machine holds 127.0.0.1:8732."""
+    from swarm.config import DEFAULT_HTTP
+
+    published = [
+        int(str(mapping).split(":")[-2])
+        for service in services.values()
+        for mapping in service.get("ports", [])
+    ]
+    assert published, "the sidecars' HTTP endpoints should be reachable from the host"
+    assert port_of(DEFAULT_HTTP) not in published
+    assert len(set(published)) == len(published)
+
+
+def test_the_file_works_with_compose_v1_and_v2(compose: dict[str, Any]) -> None:
+    extra = {key for key in compose if not key.startswith("x-")} - PORTABLE_TOP_LEVEL
+    assert not extra, f"docker-compose v1 rejects the top-level keys {sorted(extra)}"
+
+
 # ---------------------------------------------------------------- start order
 
 
@@ -397,10 +403,6 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
     for sidecar, agent in SIDECARS.items():
         assert depends_on(services[sidecar]).get("redis") == "service_healthy"
         assert depends_on(services[agent]).get(sidecar) == "service_healthy"
-    status_deps = depends_on(services["status"])
-    assert all(
-        status_deps.get(agent) == "service_completed_successfully" for agent in SIDECARS.values()
-    ), "status must judge the swarm after the agents"
     for name, service in services.items():
         for dependency, condition in depends_on(service).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
@@ -411,59 +413,3 @@ def test_start_order_follows_health(services: dict[str, dict[str, Any]]) -> None
                 )
 
 
-# ---------------------------------------------------------------- the healthcheck script
-
-
-class _Readiness(BaseHTTPRequestHandler):
-    ready = True
-
-    def do_GET(self) -> None:
-        ok = self.path == "/readyz" and type(self).ready
-        self.send_response(200 if ok else 503)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def readiness_server() -> Iterator[tuple[type[_Readiness], int]]:
-    handler = type("Readiness", (_Readiness,), {"ready": True})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield handler, int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def run_healthcheck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "daemon" / "healthcheck.py"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def test_healthcheck_follows_readyz_on_the_port_of_swarm_http(
-    readiness_server: tuple[type[_Readiness], int],
-) -> None:
-    handler, port = readiness_server
-    assert run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"}).returncode == 0
-    handler.ready = False
-    failing = run_healthcheck({"SWARM_HTTP": f"0.0.0.0:{port}"})
-    assert failing.returncode == 1 and "unhealthy" in failing.stderr
-    handler.ready = True
-    assert run_healthcheck({}, f"http://127.0.0.1:{port}/readyz").returncode == 0
-
-
-def test_healthcheck_reports_a_disabled_or_bad_http_setting_in_one_line() -> None:
-    for value in ("0", "no-port"):
-        done = run_healthcheck({"SWARM_HTTP": value})
-        assert done.returncode == 1
-        assert len(done.stderr.strip().splitlines()) == 1 and "SWARM_HTTP" in done.stderr

@@ -2,9 +2,9 @@
 
 No daemon runs here: each agent edits its own copy of the seed workspace. What the demo relies
 on is checked: the agents write every entry they log, exactly once, in valid UTF-8, in the
-OpenClaw layout; both change the same line at the scheduled moment; the cloud agent's stale
-rewrite really writes back an old copy; and the demo's verifier tells a correct result from a lost
-or duplicated entry.
+OpenClaw layout; they wait for each other and change the same line at the same moment; the cloud
+agent's stale rewrite really writes back an old copy; run again, they add nothing; and the demo's
+verifier tells a correct result from a lost or duplicated entry.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ import pytest
 from rich.console import Console
 
 from swarm import demo
-from swarm.demo import (
-    DemoError,
-    agent_command,
+from swarm.demo import DemoError, agent_command, run_demo
+from swarm.verify import (
+    LoggedEntry,
     compare_nodes,
+    entry_log_path,
     entry_problems,
+    focus_story,
     read_entry_log,
-    run_demo,
+    stale_story,
+    synced_files,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,31 +52,29 @@ def seeded(tmp_path: Path, name: str) -> Path:
 def start_agent(
     role: str,
     workspace: Path,
-    log: Path,
+    barrier: Path,
     *,
-    start_at: float,
-    same_line_at: float,
     entries: int = ENTRIES,
+    timeout: float | None = None,
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        agent_command(
-            AGENT,
-            role,
-            workspace,
-            log,
-            entries=entries,
-            start_at=start_at,
-            same_line_at=same_line_at,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = agent_command(AGENT, role, workspace, entries=entries, barrier=barrier)
+    if timeout is not None:
+        argv += ["--barrier-timeout", str(timeout)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen[str]) -> None:
-    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+def run_both(workspaces: dict[str, Path], barrier: Path, entries: int = ENTRIES) -> list[str]:
+    """Both agents at once, as the demo runs them; their stdout."""
+    for marker in barrier.glob("*.ready"):  # what compose's barrier-reset service does
+        marker.unlink()
+    procs = [start_agent(role, ws, barrier, entries=entries) for role, ws in workspaces.items()]
+    return [finish(proc) for proc in procs]
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, stderr
+    return stdout
 
 
 def log_records(log: Path) -> list[dict[str, Any]]:
@@ -104,16 +105,11 @@ def load_agent_module() -> ModuleType:
 def both_agents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """Both agents run once, concurrently, each on its own seeded workspace."""
     root = tmp_path_factory.mktemp("agents")
-    start_at = time.time() + 0.3
-    same_line_at = start_at + 0.8
-    runs = {role: (seeded(root, role), root / f"{role}.jsonl") for role in ("cloud", "local")}
-    procs = [
-        start_agent(role, ws, log, start_at=start_at, same_line_at=same_line_at)
-        for role, (ws, log) in runs.items()
-    ]
-    for proc in procs:
-        finish(proc)
-    return runs
+    barrier = root / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(root, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier)
+    return {role: (ws, entry_log_path(ws, role)) for role, ws in workspaces.items()}
 
 
 def test_every_logged_entry_is_written_exactly_once(
@@ -226,73 +222,105 @@ def test_stale_rewrite_writes_back_the_copy_read_before_the_pause(
     assert len(added) == 1 and added[0].startswith("- [cloud-001] ")
 
 
-def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(AGENT),
-            "--role",
-            "cloud",
-            "--dir",
-            str(tmp_path / "nope"),
-            "--entries",
-            "3",
-            "--start-at",
-            "0",
-            "--same-line-at",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].endswith("not a directory")
+def other_agent_is_done(barrier: Path, role: str) -> None:
+    """Mark every phase for `role`, as a finished agent run again does."""
+    for phase in ("start", "focus"):
+        load_agent_module().Barrier(barrier, role).mark(phase)
 
 
-def test_agent_reads_a_shared_schedule_file(tmp_path: Path) -> None:
+def test_finished_agents_run_again_add_nothing(tmp_path: Path) -> None:
+    """A second `docker compose up` without `down -v` starts the finished agents again on the
+    same volumes: they must not write their entries a second time."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(tmp_path, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier, entries=4)
+    first = {role: synced_files(ws) for role, ws in workspaces.items()}
+    logs = {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()}
+
+    outputs = run_both(workspaces, barrier, entries=4)
+    assert all("nothing to do" in output for output in outputs)
+    assert {role: synced_files(ws) for role, ws in workspaces.items()} == first
+    assert {role: entry_log_path(ws, role).read_bytes() for role, ws in workspaces.items()} == logs
+
+
+def test_an_interrupted_agent_resumes_without_repeating_an_id(tmp_path: Path) -> None:
+    """Killed mid-run, an agent may leave a torn last log line and an entry on disk it never
+    logged; run again, it writes only the missing entries, under new ids."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    other_agent_is_done(barrier, "local")
+    workspace = seeded(tmp_path, "cloud")
+    log = entry_log_path(workspace, "cloud")
+    finish(start_agent("cloud", workspace, barrier, entries=3))
+    unlogged = "- [cloud-004] Decided: an entry written just before the kill."
+    memory = workspace / "MEMORY.md"
+    memory.write_text(memory.read_text(encoding="utf-8") + unlogged + "\n", encoding="utf-8")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write('{"id": "cloud-0')  # the kill landed mid-record
+
+    output = finish(start_agent("cloud", workspace, barrier, entries=6))
+    assert "wrote 6 entries (3 in this run)" in output
+    entries = read_entry_log(log)
+    assert [entry.id for entry in entries if not entry.contested] == [
+        "cloud-001", "cloud-002", "cloud-003", "cloud-005", "cloud-006", "cloud-007"
+    ]  # fmt: skip
+    assert sum(entry.contested for entry in entries) == 1
+    assert entry_problems(entries, {"cloud": workspace}) == []
+    assert memory.read_text(encoding="utf-8").count("[cloud-004]") == 1
+
+
+def test_agent_refuses_a_log_it_did_not_write_with_one_line(tmp_path: Path) -> None:
     workspace = seeded(tmp_path, "local")
-    schedule = tmp_path / "schedule.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "schedule.py"),
-            "--out",
-            str(schedule),
-            "--lead",
-            "0",
-            "--same-line-after",
-            "0.2",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    log = tmp_path / "local.jsonl"
-    subprocess.run(
-        [
-            sys.executable,
-            str(AGENT),
-            "--role",
-            "local",
-            "--dir",
-            str(workspace),
-            "--entries",
-            "4",
-            "--schedule",
-            str(schedule),
-            "--log",
-            str(log),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    moments = json.loads(schedule.read_text(encoding="utf-8"))
-    focus = next(r for r in log_records(log) if r["kind"] == "focus")
-    assert focus["at"] >= moments["same_line_at"]
-    assert entry_problems(read_entry_log(log), {"local": workspace}) == []
+    log = entry_log_path(workspace, "local")
+    log.parent.mkdir()
+    log.write_text("not json\n{}\n", encoding="utf-8")
+    proc = start_agent("local", workspace, tmp_path, entries=2)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 2
+    assert len(stderr.strip().splitlines()) == 1 and "not an entry record" in stderr
+    assert log.read_text(encoding="utf-8") == "not json\n{}\n"
+
+
+def test_agent_refuses_a_missing_workspace_with_one_line(tmp_path: Path) -> None:
+    proc = start_agent("cloud", tmp_path / "nope", tmp_path, entries=3)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 2
+    assert stderr.strip().splitlines()[-1].endswith("not a directory")
+
+
+def test_an_agent_writes_nothing_until_the_other_arrives(tmp_path: Path) -> None:
+    """However late the other container starts, the first agent waits for it; if it never
+    comes, the agent says which one and where, in one line, and has written nothing."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workspace = seeded(tmp_path, "local")
+    before = synced_files(workspace)
+    proc = start_agent("local", workspace, barrier, entries=4, timeout=1.0)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"local: the cloud agent did not reach 'start' within 1 s (is it running, with the "
+        f"same --barrier folder {barrier}?)"
+    ]
+    assert synced_files(workspace) == before
+    assert read_entry_log(entry_log_path(workspace, "local")) == []
+
+
+def test_a_resuming_agent_is_not_held_by_the_other_that_already_finished(tmp_path: Path) -> None:
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workspaces = {role: seeded(tmp_path, role) for role in ("cloud", "local")}
+    run_both(workspaces, barrier, entries=4)
+    log = entry_log_path(workspaces["local"], "local")
+    kept = log.read_text(encoding="utf-8").splitlines()[:1]  # interrupted before the focus line
+    log.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    run_both(workspaces, barrier, entries=4)
+    entries = read_entry_log(log)
+    assert sum(not entry.contested for entry in entries) == 4
+    assert sum(entry.contested for entry in entries) == 1
+    assert entry_problems(entries, {"local": workspaces["local"]}) == []
 
 
 # ---------------------------------------------------------------- the demo's verdict
@@ -328,6 +356,43 @@ def test_demo_verifier_accepts_identical_nodes_and_catches_loss_and_duplicates(
     ]
 
 
+def entry(id_: str, kind: str, line: str, at: float, **extra: Any) -> LoggedEntry:
+    return LoggedEntry(id_, id_.split("-")[0], kind, "MEMORY.md", line, at, **extra)
+
+
+def test_stale_story_names_the_other_agents_lines_and_never_claims_a_lost_one_kept() -> None:
+    stale = entry("cloud-009", "decision", "- [cloud-009] Decided: x.", 10.3, stale=True,
+                  read_at=10.0)
+    before = entry("local-004", "memory-note", "- [local-004] a", 9.9)
+    meanwhile = [entry(f"local-00{n}", "memory-note", f"- [local-00{n}] n{n}", 10.0 + n / 10)
+                 for n in (1, 2)]
+    focus = entry("local-focus", "focus", "- Current focus: l [local-focus]", 10.05)
+    entries = [stale, before, *meanwhile, focus]
+    merged = "\n".join(e.line for e in entries) + "\n"
+
+    story = stale_story(entries, {"MEMORY.md": merged})
+    assert story == (
+        "the stale rewrite: cloud wrote MEMORY.md back from a copy read 0.30 s earlier "
+        "([cloud-009]); meanwhile local wrote 2 lines there ([local-001], [local-002]): "
+        "all 2 kept, and its own new line too"
+    )
+    without = merged.replace(meanwhile[1].line + "\n", "")
+    assert "only 1 of 2 kept" in stale_story(entries, {"MEMORY.md": without})
+    assert stale_story([before], {"MEMORY.md": merged}) == "no stale rewrite in the agents' logs"
+
+
+def test_focus_story_shows_which_edit_of_the_shared_line_the_merge_kept() -> None:
+    cloud = entry("cloud-focus", "focus", "- Current focus: c [cloud-focus]", 5.0)
+    local = entry("local-focus", "focus", "- Current focus: l [local-focus]", 5.004)
+    both = f"# M\n{cloud.line}\n{local.line}\n"
+    assert focus_story([cloud, local], both) == (
+        "the line cloud and local changed at the same moment (4 ms apart): the merge kept both "
+        f"edits, one line each\n    {cloud.line}\n    {local.line}"
+    )
+    assert "the merge kept local's edit" in focus_story([cloud, local], f"# M\n{local.line}\n")
+    assert "the merge kept neither edit" in focus_story([cloud, local], "# M\n")
+
+
 def test_demo_without_redis_server_or_url_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,6 +419,24 @@ def test_demo_refuses_a_workdir_that_is_not_empty(tmp_path: Path) -> None:
             console=Console(quiet=True),
         )
     assert (tmp_path / "keep.md").read_text(encoding="utf-8") == "user data\n"
+
+
+def test_demo_stops_watching_when_one_agent_fails(tmp_path: Path) -> None:
+    """The other agent waits at the barrier for the one that failed: the demo must not wait for
+    both to exit (until its deadline), but report the failure at once."""
+    procs = demo.Processes(tmp_path)
+    try:
+        agents = {
+            "cloud": procs.start("cloud", [sys.executable, "-c", "import time; time.sleep(120)"]),
+            "local": procs.start("local", [sys.executable, "-c", "raise SystemExit(3)"]),
+        }
+        logs = {role: tmp_path / f"{role}.jsonl" for role in agents}
+        demo.watch_agents(agents, logs, {r: tmp_path for r in agents}, 1,
+                          time.monotonic() + 60, Console(quiet=True))
+        assert agents["local"].proc.returncode == 3
+        assert agents["cloud"].proc.poll() is None
+    finally:
+        procs.stop_all()
 
 
 def test_demo_finds_its_agents_in_the_checkout() -> None:

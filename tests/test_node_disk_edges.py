@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import hashlib
+import logging
 import os
 import signal
 from pathlib import Path
@@ -77,6 +78,41 @@ def test_status_is_not_converged_while_a_node_lacks_a_new_empty_file(
         wait_until(lambda: (b.dir / "topic.md").exists(), "the empty file on b", explain=group.logs)
         assert (b.dir / "topic.md").read_bytes() == b""
         wait_until(lambda: swarm_view(redis_server.url)["converged"], "converged again")
+
+
+# -- a writer holding the file ----------------------------------------------------------------
+
+
+async def test_a_remote_edit_waits_while_an_agent_holds_the_file_open_for_writing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No render lands under a writer: the file is pending (not failed) until it is closed,
+    then both the writer's lines and the remote edit are on both disks."""
+    caplog.set_level(logging.INFO, logger="swarm.node")
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(a.root / "MEMORY.md", "- one\n")
+        await eventually(lambda: b.read("MEMORY.md") == "- one\n", what="seed")
+        with open(a.root / "MEMORY.md", "a", encoding="utf-8") as writer:
+            writer.write("- streamed 1\n")
+            writer.flush()
+            write_atomically(b.root / "MEMORY.md", "- one\n- from b\n")
+            await eventually(
+                lambda: "- from b\n" in a.node.doc("MEMORY.md").content, what="edit reached a"
+            )
+            # renders are tried, less and less often, and say so once
+            await eventually(lambda: "held open for writing" in caplog.text, what="renders wait")
+            assert a.node.disk_states()["MEMORY.md"].state == "pending"
+            assert a.read("MEMORY.md") == "- one\n- streamed 1\n", "rendered under the writer"
+            writer.write("- streamed 2\n")
+        want = {"- one", "- from b", "- streamed 1", "- streamed 2"}
+        for node in (a, b):
+            await eventually(
+                lambda n=node: set((n.read("MEMORY.md") or "").splitlines()) == want,
+                what=f"both lines on {node.name}",
+            )
+        assert a.read("MEMORY.md") == b.read("MEMORY.md")
+        assert "keeps changing" not in caplog.text
+        assert "MEMORY.md" not in a.node.disk_states()
 
 
 # -- a crash's leftovers ---------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 
 from pathspec import GitIgnoreSpec
 
+from swarm.bridge.pathrules import path_problem
+
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.md",)
 DEFAULT_IGNORE: tuple[str, ...] = (
     ".swarm/",
@@ -69,7 +71,7 @@ class PathPolicy:
         name = rel.rpartition("/")[2]
         if name.startswith(".") and TEMP_MARK in name:
             return False  # a render's temp file (protected below too): every render makes one
-        if not _is_clean_relative(rel):
+        if path_problem(rel) is not None:
             return False
         if not self._include.match_file(rel) or self._ignored(rel):
             return False
@@ -100,12 +102,6 @@ class PathPolicy:
         return GitIgnoreSpec.from_lines(
             [*DEFAULT_IGNORE, *self._extra_ignore, *_read_lines(self.root / SWARMIGNORE)]
         )
-
-
-def _is_clean_relative(rel: str) -> bool:
-    if not rel or rel.startswith("/") or "\x00" in rel:
-        return False
-    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def _parent_dirs(rel: str) -> Iterable[str]:

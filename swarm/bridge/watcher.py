@@ -15,6 +15,7 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from swarm.bridge.pathrules import MAX_DEPTH
 from swarm.bridge.policy import SWARMIGNORE, PathPolicy
 
 DEFAULT_DEBOUNCE_MS = 30
@@ -39,6 +40,8 @@ def _scan_under(root: Path, policy: PathPolicy, rel_dir: str) -> set[str]:
     for folder, dirnames, filenames in os.walk(start, followlinks=False):
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
+        if prefix.count("/") + 1 >= MAX_DEPTH:
+            dirnames[:] = []  # nothing deeper can sync (and a deep walk would exhaust the stack)
         dirnames[:] = [d for d in dirnames if not policy.ignores_dir(prefix + d)]
         for name in filenames:
             rel = prefix + name

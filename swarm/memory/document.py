@@ -91,6 +91,10 @@ class MemoryDoc:
             doc._apply_raw(update)
         return doc
 
+    def integrate(self, update: bytes) -> None:
+        """Apply an update as `restore` does: no genesis fix-up (UpdateError if it is bad)."""
+        self._apply_raw(update)
+
     # -- reading ---------------------------------------------------------------------------
 
     @property
@@ -120,6 +124,16 @@ class MemoryDoc:
     def content(self) -> str:
         """The file as it should be on disk."""
         return render(self.stored_text, self.tail)
+
+    @property
+    def stored_bytes(self) -> int:
+        """UTF-8 size of the stored text, without building it: at least the file's size, at
+        most two bytes more (the virtual terminator)."""
+        return len(self._text)
+
+    def content_bytes(self) -> int:
+        """The file's size in bytes."""
+        return len(self.content.encode("utf-8"))
 
     @property
     def exists(self) -> bool:

@@ -40,6 +40,27 @@ def presence_context(node: str) -> bytes:
     return b"node " + node.encode("utf-8")
 
 
+SWARM_KEY: Final = "swarm-key"  # the problem cause: live peers seal with another key
+_KEY_TROUBLE = {
+    NO_KEY: "sealed with a swarm key, and this node has none (set SWARM_KEY_FILE or SWARM_KEY)",
+    WRONG_KEY: "sealed with a swarm key this node does not hold",
+    UNAUTHENTICATED: "not sealed, and this node requires its swarm key (they run without one)",
+}
+
+
+def key_trouble(nodes: dict[str, str]) -> str:
+    """One line for peers (node -> rejection reason) whose heartbeats this node cannot open."""
+    groups: dict[str, list[str]] = {}
+    for node, reason in sorted(nodes.items()):
+        groups.setdefault(reason, []).append(node)
+    parts = [
+        f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''} "
+        f"{'is' if len(names) == 1 else 'are'} {_KEY_TROUBLE.get(reason, 'unreadable')}"
+        for reason, names in sorted(groups.items())
+    ]
+    return f"swarm key mismatch: the heartbeat of {'; that of '.join(parts)}; no sync with them"
+
+
 class Rejected(ValueError):
     """An input that is dropped; `reason` is one of the constants above, the message one line."""
 
@@ -129,6 +150,8 @@ class PlainCodec:
     def open_info(self, node: str, info: object) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise Rejected(MALFORMED_PRESENCE, "heartbeat info is not an object", node)
+        if set(info) == {"sealed"}:  # what a keyed node sends (swarm/crypto.py)
+            raise Rejected(NO_KEY, "heartbeat sealed with a swarm key", node)
         return info
 
 

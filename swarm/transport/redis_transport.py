@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
@@ -25,8 +26,9 @@ from typing import Any
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from swarm.problems import Problems
 from swarm.transport import codec as reasons
 from swarm.transport.base import Message, TransportError, gap_marker
 from swarm.transport.codec import (
@@ -46,6 +48,7 @@ from swarm.transport.redis_client import (
     RedisSecurity,
     make_client,
 )
+from swarm.transport.redis_errors import CONNECTION, classify
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.rejects import RejectLog
 from swarm.wire import Envelope, Kind
@@ -132,6 +135,9 @@ return 1
 # Stamped with the server's clock so presence does not depend on the nodes' clocks agreeing.
 # KEYS: nodes, files. ARGV: node, summary JSON, ttl ms, per-file facts JSON ('' = unchanged).
 # Returns whether the node's per-file facts are stored (a Redis that lost its data has none).
+# Allowed when Redis is out of memory (Redis 7+): the heartbeat is how `swarm status` learns
+# that this node cannot publish; older servers get the same script without the flag.
+_OOM_FLAG = "#!lua flags=allow-oom\n"
 _HEARTBEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -181,6 +187,18 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     return b""
+
+
+# A live heartbeat that cannot be opened for one of these: its node holds another swarm key.
+_KEY_REASONS = (reasons.NO_KEY, reasons.WRONG_KEY, reasons.UNAUTHENTICATED)
+
+
+def _where(url: str) -> str:
+    """host:port (or the socket path) of a Redis URL, without credentials."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or '?'}:{parts.port or 6379}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -239,6 +257,12 @@ class RedisTransport:
         self._bad_entries: OrderedDict[str, None] = OrderedDict()
         self.reconnects = 0
         self.last_error: str | None = None
+        # Where problems are reported once per cause (the daemon sets it; status does not).
+        self.problems: Problems | None = None
+        self._refusing: dict[str, set[str]] = {}  # cause of a refusal -> operations it hits
+        # Live peers whose heartbeat this node cannot open: node -> (reason, seen ms).
+        self.unreadable_nodes: dict[str, tuple[str, int]] = {}
+        self.where = _where(url)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._op_timeout = socket_timeout + connect_timeout + 1.0
@@ -271,7 +295,8 @@ class RedisTransport:
         self._acquire_script = self._client.register_script(_ACQUIRE_LEASE_LUA)
         self._release_script = self._client.register_script(_RELEASE_LEASE_LUA)
         self._snapshot_script = self._client.register_script(_PUT_SNAPSHOT_LUA)
-        self._heartbeat_script = self._client.register_script(_HEARTBEAT_LUA)
+        self._heartbeat_script = self._client.register_script(_OOM_FLAG + _HEARTBEAT_LUA)
+        self._heartbeat_fallback = self._client.register_script(_HEARTBEAT_LUA)
         self._files_sent: str | None = None  # per-file facts as last stored in Redis
         self._files_obj: object = None  # the facts object last encoded, and its encoding
         self._files_json: str | None = None
@@ -306,8 +331,9 @@ class RedisTransport:
         try:
             pubsub = await self._subscribe()
             self._connected = True
+            self._worked("subscribe")
         except _CONNECTION_ERRORS as exc:
-            self.last_error = _one_line(exc)
+            self._failed(exc, "subscribe")
             pubsub = None
         self._reader = asyncio.create_task(
             self._read_forever(pubsub), name=f"swarm-subscriber-{self.node}"
@@ -377,7 +403,7 @@ class RedisTransport:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _note_failure(self, exc: Exception) -> None:
-        self.last_error = _one_line(exc)
+        self._failed(exc, "subscribe")
         if not isinstance(exc, _CONNECTION_ERRORS):
             log.exception("subscriber of %s: unexpected error, reconnecting", self.node)
 
@@ -394,6 +420,7 @@ class RedisTransport:
                     continue
                 self.reconnects += 1
                 self._connected = True
+                self._worked("subscribe")
                 await self._queue.put(gap_marker(self.swarm))
             since = time.monotonic()
             try:
@@ -479,8 +506,33 @@ class RedisTransport:
         try:
             yield
         except _CONNECTION_ERRORS as exc:
-            self.last_error = _one_line(exc)
+            self._failed(exc, operation)
             raise TransportError(f"{operation} failed: {self.last_error}") from None
+        self._worked(operation)
+
+    def _failed(self, exc: BaseException, operation: str) -> None:
+        """Note why `operation` failed; report its cause once (see swarm/problems.py)."""
+        self.last_error = _one_line(exc)
+        if self.problems is None:
+            return
+        failure = classify(exc, self.where)
+        if failure.cause != CONNECTION:
+            self._refusing.setdefault(failure.cause, set()).add(operation)
+        quiet = failure.kind in ("unreachable", "timeout")  # Redis restarts: not an error yet
+        level = logging.WARNING if quiet else logging.ERROR
+        self.problems.report(failure.cause, failure.message, kind=failure.kind, level=level)
+
+    def _worked(self, operation: str) -> None:
+        """`operation` went through: the connection is fine, and refusals that hit only it
+        are over."""
+        if self.problems is None:
+            return
+        self.problems.resolve(CONNECTION, f"Redis at {self.where} answers again")
+        for cause, operations in list(self._refusing.items()):
+            operations.discard(operation)
+            if not operations:
+                del self._refusing[cause]
+                self.problems.resolve(cause, f"Redis at {self.where} accepts {operation} again")
 
     async def publish(self, env: Envelope) -> str:
         """Append to the log and fan out in one round trip; the stream id of the entry."""
@@ -754,16 +806,21 @@ class RedisTransport:
         send = files_json if files_json != self._files_sent else ""
         with self._failures("heartbeat"):
             async with asyncio.timeout(self._op_timeout):
-                stored = await self._heartbeat_script(
-                    keys=[self.keys.nodes, self.keys.files],
-                    args=[self.node, info_json, int(ttl_s * 1000), send],
-                )
+                keys = [self.keys.nodes, self.keys.files]
+                args: list[str | int] = [self.node, info_json, int(ttl_s * 1000), send]
+                try:
+                    stored = await self._heartbeat_script(keys=keys, args=args)
+                except ResponseError as exc:
+                    if "compil" not in str(exc).lower():  # a Redis before 7: no script flags
+                        raise
+                    self._heartbeat_script = self._heartbeat_fallback
+                    stored = await self._heartbeat_script(keys=keys, args=args)
         self._files_sent = files_json if stored else None  # lost by Redis: send them again
 
     async def presence(self) -> dict[str, dict[str, Any]]:
         """node -> the summary of its last heartbeat, for nodes whose heartbeat has not expired
         (per-file facts: `files_of`)."""
-        now_ms, records = await self.node_records(what="presence")
+        now_ms, records = await self.node_records(what="presence", live_only=True)
         return {r.node: r.info for r in records if r.seen_ms + r.ttl_ms >= now_ms}
 
     async def files_of(self, nodes: list[str]) -> dict[str, dict[str, Any]]:
@@ -801,27 +858,36 @@ class RedisTransport:
                     await self._client.hdel(self.keys.files, *gone)
         return gone
 
-    async def node_records(self, *, what: str = "node_records") -> tuple[int, list[NodeRecord]]:
+    async def node_records(
+        self, *, what: str = "node_records", live_only: bool = False
+    ) -> tuple[int, list[NodeRecord]]:
         """The server's time (ms) and every node's last heartbeat summary, expired ones
-        included; undecodable records are counted in `rejected` and skipped."""
+        included unless `live_only`; undecodable records are counted in `rejected` and
+        skipped, and live ones sealed with another key are listed in `unreadable_nodes`."""
         with self._failures(what):
             async with asyncio.timeout(self._op_timeout):
                 seconds, micros = await self._client.time()
                 raw_records = await self._client.hgetall(self.keys.nodes)
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         records: list[NodeRecord] = []
+        unreadable: dict[str, tuple[str, int]] = {}
         for raw_node, raw in raw_records.items():
             try:
                 record = json.loads(raw)
                 node = _as_bytes(raw_node).decode("utf-8")
+                seen_ms, ttl_ms = int(record["seen_ms"]), int(record["ttl_ms"])
+                if live_only and seen_ms + ttl_ms < now_ms:
+                    continue  # expired: not opened, not counted (an old key may have sealed it)
                 info = self.codec.open_info(node, record["info"])
-                records.append(
-                    NodeRecord(node, int(record["seen_ms"]), int(record["ttl_ms"]), info)
-                )
+                records.append(NodeRecord(node, seen_ms, ttl_ms, info))
             except Rejected as exc:
                 self._reject(exc)
+                if exc.reason in _KEY_REASONS and seen_ms + ttl_ms >= now_ms:
+                    unreadable[node] = (exc.reason, seen_ms)
             except (ValueError, KeyError, TypeError):
                 self._reject(Rejected(reasons.MALFORMED_PRESENCE, "undecodable heartbeat"))
-        return int(seconds) * 1000 + int(micros) // 1000, sorted(records, key=lambda r: r.node)
+        self.unreadable_nodes = unreadable
+        return now_ms, sorted(records, key=lambda r: r.node)
 
     async def node_records_with_files(self) -> tuple[int, list[NodeRecord]]:
         """`node_records` with each summary's per-file facts put back under `files` (what
