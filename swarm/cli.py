@@ -1,4 +1,5 @@
-"""The `swarm` command: daemon, status, demo, verify."""
+"""The `swarm` command: daemon, status, demo, verify; memory and agent commands in their own
+modules."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import click
 
-from swarm import __version__, cli_memory
+from swarm import __version__, cli_agent, cli_memory
 from swarm.cli_admin import keygen
 from swarm.cli_demo import demo, verify
 from swarm.config import ConfigError, DaemonSettings, load_settings
@@ -162,5 +163,5 @@ main.add_command(keygen)
 main.add_command(demo)
 main.add_command(verify)
 
-for _command in cli_memory.COMMANDS:
+for _command in (*cli_memory.COMMANDS, *cli_agent.COMMANDS):
     main.add_command(_command)

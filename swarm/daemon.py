@@ -197,6 +197,9 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
             await replicator.wait_caught_up(_INITIAL_CATCHUP_WAIT)
             await node.reconcile()
             runtime.reconciled.set()
+            from swarm.control import serve_control  # imported late: only the daemon needs it
+
+            group.create_task(serve_control(runtime, work_stop))
             log.info("ready: %d files, outbox %d", len(node.docs), runtime.store.outbox_depth())
             sd_notify("READY=1")
             await stop.wait()

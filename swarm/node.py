@@ -908,6 +908,29 @@ class Node:
         self._work_seen = work
         return trimmed_at
 
+    # -- edits asked for by the agent itself (swarm/control.py) --------------------------------
+
+    async def edit(self, path: str, change: Callable[[str], str]) -> tuple[bytes, int | None]:
+        """Make an agent's edit request (`change`: current text -> new text, raising to refuse)
+        as a CRDT edit of the document: it runs on the document's current text with nothing in
+        between (no file read, no await), so no update it did not see is overwritten. Persisted
+        like an agent write (document log + outbox in one commit), then sent and rendered.
+        Returns the document's state vector right after, and the outbox id (None: no change)."""
+        if not self._syncs(path):
+            raise ValueError(f"{path} is not synced by this node")
+        async with self._lock(path):
+            doc = self.doc(path)
+            current = doc.content if doc.exists else ""
+            target = change(current)
+            update = doc.write(target, [current]) if target != current else None
+            outbox_id = None
+            if update is not None:
+                outbox_id = self.store.append_update(path, update, local=True)  # log + outbox
+                self._log_grew.add(path)
+                self._notify()
+                self.mark_dirty(path)
+            return doc.state_vector(), outbox_id
+
 
 def next_render_interval(
     gap: float, since: float, renders_last_second: int, base: float, most: float
