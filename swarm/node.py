@@ -916,7 +916,7 @@ class Node:
         between (no file read, no await), so no update it did not see is overwritten. Persisted
         like an agent write (document log + outbox in one commit), then sent and rendered.
         Returns the document's state vector right after, and the outbox id (None: no change)."""
-        if not self._syncs(path):
+        if self.refuses(path):
             raise ValueError(f"{path} is not synced by this node")
         async with self._lock(path):
             doc = self.doc(path)
