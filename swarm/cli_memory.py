@@ -122,7 +122,13 @@ def restore(path: str, dir_: Path | None, state_dir: Path | None, index: int, fo
         _fail(f"{rel} exists; pass --force to replace it")
     current: Any = target.read_text(encoding="utf-8", errors="replace") if target.exists() else None
     try:
-        write_atomic(target, trashed[index][1], expected=current, expect_missing=current is None)
+        write_atomic(
+            target,
+            trashed[index][1],
+            expected=current,
+            expect_missing=current is None,
+            root=settings.dir,
+        )
     except (RenderConflict, RenderError) as exc:
         _fail(str(exc))
     click.echo(f"restored {rel} ({len(trashed[index][1].encode())} bytes)")

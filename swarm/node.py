@@ -24,23 +24,28 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from swarm.bridge import (
     DEFAULT_MAX_BYTES,
+    AgentWriteCaptured,
+    Displaced,
+    DisplacedWatch,
     FileEvent,
     FolderWatcher,
     PathPolicy,
     ReadResult,
+    RenderBusy,
     RenderConflict,
     RenderError,
+    RenderResult,
     read_stable,
+    recover_leftovers,
     remove_file,
     scan,
     write_atomic,
 )
+from swarm.bridge.displaced import content_digest
 from swarm.bridge.pathrules import path_problem, shown
-from swarm.bridge.render import AgentWriteCaptured
 from swarm.bridge.survey import Survey
 from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
 from swarm.file_health import DiskState, FileHealth
@@ -64,6 +69,9 @@ _SUSPICIOUS_SETTLE = 0.5  # quiet time demanded of a read that looks like a writ
 # While a node renders more than this many files a second, a file due again soon has its render
 # interval doubled (see next_render_interval).
 _RENDER_BUDGET = 100
+# A file another process holds open for writing is not rendered; it is tried again after this
+# wait, doubled up to the longest while the writer keeps it open.
+_BUSY_RETRY = (0.02, 1.0)
 
 
 @dataclass
@@ -152,6 +160,9 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
+        # Old files renders took from writers still writing them (render.py), and a crash's.
+        self._displaced = DisplacedWatch(self._merge_displaced)
+        self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -203,6 +214,27 @@ class Node:
                 continue
             self.docs[path] = doc
             self._persist_local(path, followups)
+        # A crash can leave a render's temp files: the old file a render swapped out (it may
+        # hold an agent write: merged once readable) or a new text never swapped in (removed).
+        for handle in recover_leftovers(self.root, self.policy.ignores_dir):
+            self._adopt_render(handle)
+            self._displaced.add(handle)
+
+    def _adopt_render(self, handle: Displaced) -> None:
+        """A crash between a render's swap and its record leaves the render's text on disk with
+        the store still naming the old one as what the disk holds: the next read would take
+        that text for an agent's write (dropping what the swapped-out file holds). Recognised
+        by its digest, it is recorded as rendered."""
+        path = handle.rel
+        if handle.rendered is None or self.refuses(path):
+            return
+        read = read_stable(self.root / path, root=self.root, settle=0.0)
+        if read.text is None or read.text == self._last_version(path):
+            return
+        if content_digest(read.text.encode("utf-8")) == handle.rendered:
+            with self.store.batch():
+                self._record_version(path, read.text)
+                self._set_existed(path, True)
 
     def _restore(self, path: str) -> MemoryDoc:
         try:
@@ -326,6 +358,7 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._displaced.close()  # files not read yet stay on disk for the next start
 
     def _retry_ingest_later(self, path: str, delay: float = 0.25) -> None:
         if path in self._retrying:
@@ -347,7 +380,11 @@ class Node:
 
     async def _read(self, path: str, settle: float) -> ReadResult:
         return await asyncio.to_thread(
-            read_stable, self.root / path, max_bytes=self.options.max_bytes, settle=settle
+            read_stable,
+            self.root / path,
+            root=self.root,
+            max_bytes=self.options.max_bytes,
+            settle=settle,
         )
 
     def _ingest_text(self, path: str, text: str) -> None:
@@ -572,6 +609,7 @@ class Node:
         slots = asyncio.Semaphore(self.options.render_concurrency)
         rendering: set[str] = set()
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._displaced.run(stop))
             while not stop.is_set():
                 await self._dirty_event.wait()
                 held = self._render_hold_until - loop.time()
@@ -642,6 +680,9 @@ class Node:
             if too_large is not None:
                 raise RenderError(errno.EFBIG, f"not written: {too_large}")
             await self.render(path)
+        except RenderBusy:
+            self._render_when_closed(path)  # pending, not failed: a writer holds the file
+            return
         except Exception as exc:
             self.counters.render_errors += 1
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
@@ -696,13 +737,49 @@ class Node:
         self.mark_dirty(path)
 
     async def render(self, path: str) -> None:
-        """Write the merged text of `path` to disk, never over an agent write not yet ingested."""
+        """Write the merged text of `path` to disk, never over an agent write not yet ingested;
+        RenderBusy while another process has the file open for writing."""
         async with self._lock(path):
             for _ in range(10):
                 if await self._render_once(path):
+                    self._busy_wait.pop(path, None)
                     return
                 await self._ingest_locked(path)
             log.warning("%s keeps changing under the renderer; will retry on the next change", path)
+
+    def _render_when_closed(self, path: str) -> None:
+        """Another process has `path` open for writing (RenderBusy): no render may land under
+        it. The file stays pending and is tried again soon, then less often while it stays open."""
+        wait = self._busy_wait.get(path, _BUSY_RETRY[0])
+        if wait < _BUSY_RETRY[1] <= wait * 2:
+            log.info("%s is held open for writing by another process: rendered once closed", path)
+        self._busy_wait[path] = min(wait * 2, _BUSY_RETRY[1])
+        asyncio.get_running_loop().call_later(wait, self.mark_dirty, path)
+
+    async def _merge_displaced(self, handle: Displaced, text: str) -> None:
+        """A write an agent made to a file a render (or a crash) took away: merged as a write
+        based on what that file held (`handle.expected`; unknown after a crash: every version
+        this node recorded), kept as a version the agent saw, never as what the disk holds."""
+        path = handle.rel
+        async with self._lock(path):
+            if self.refuses(path):
+                handle.keep = True  # not ours to merge, nor to delete
+                log.warning("an agent's write to %s is kept in place: the path is not synced", path)
+                return
+            doc = self.doc(path)
+            bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
+            update = doc.write(text, bases)
+            disk = self._last_version(path)
+            with self.store.batch():
+                if update is not None:
+                    self._append(path, update, local=True)
+                self._record_version(path, text)
+                if disk is not None:
+                    self._record_version(path, disk)
+            self.counters.ingested += 1
+            if update is not None:
+                self._notify()
+            self.mark_dirty(path)
 
     async def _render_once(self, path: str) -> bool:
         doc = self.doc(path)
@@ -717,14 +794,15 @@ class Node:
             if exists:
                 if existed and last == target:
                     return True
-                self._stats[path] = await asyncio.to_thread(
-                    _write_and_stat,
+                result = await asyncio.to_thread(
+                    write_atomic,
                     file,
                     target,
-                    self._stats.get(path),
                     expected=last if existed else None,
                     expect_missing=not existed,
                     settle=self.options.settle,
+                    root=self.root,
+                    known=self._stats.get(path),
                 )
                 with self.store.batch():
                     self._record_version(path, target)
@@ -736,7 +814,7 @@ class Node:
                 # restore it. A deletion that does not happen takes its trash entry back.
                 trashed = self.store.trash(path, last) if last is not None else None
                 try:
-                    await asyncio.to_thread(
+                    result = await asyncio.to_thread(
                         remove_file, file, expected=last, root=self.root, settle=self.options.settle
                     )
                 except Exception:
@@ -744,6 +822,7 @@ class Node:
                         self.store.untrash(trashed)
                     raise
                 self._set_existed(path, False)
+            self._took(path, result)
         except AgentWriteCaptured as captured:
             # The render went through, and the agent's write it displaced is in our hands:
             # ingest it, then note that the disk now shows the render, a version the agent may
@@ -753,12 +832,21 @@ class Node:
                 self._record_version(path, target)
                 self._set_existed(path, True)
             return False
+        except RenderBusy:
+            raise
         except RenderConflict:
             return False
         self.merges.rendered(path, last if existed else None, target if exists else None)
         self.counters.rendered += 1
         self.counters.render_seconds.observe(time.perf_counter() - started)
         return True
+
+    def _took(self, path: str, result: RenderResult) -> None:
+        """Note what a render left on disk, and watch the file it took from a writer."""
+        if result.stat is not None:
+            self._stats[path] = result.stat
+        if result.displaced is not None:
+            self._displaced.add(result.displaced)
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -889,22 +977,6 @@ def _looks_mid_write(text: str, last: str) -> bool:
     """Empty, or a strict prefix of what the file held: what a truncate-then-write looks like
     from outside while it is under way (a real deletion of the last lines just waits longer)."""
     return len(text) < len(last) and last.startswith(text)
-
-
-def _write_and_stat(
-    file: Path, text: str, known: tuple[int, int, int] | None, **kwargs: Any
-) -> tuple[int, int, int]:
-    """Render, and return the new file's stat. A file whose stat is still the one this node
-    last read or wrote is not being written by anyone: no need to wait for it to go quiet."""
-    try:
-        st = file.stat()
-        if known is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == known:
-            kwargs["settle"] = 0.0
-    except OSError:
-        pass
-    write_atomic(file, text, **kwargs)
-    st = file.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _stat_all(root: Path, policy: PathPolicy) -> tuple[dict[str, tuple[int, int, int]], Survey]:

@@ -101,7 +101,8 @@ async def test_refusals_name_the_problem_and_change_nothing(tmp_path: Path) -> N
         cases = [
             ("memory_read", {"path": "/etc/passwd"}, "is absolute"),
             ("memory_read", {"path": "../outside/x.md"}, "leads out of the memory folder ('..')"),
-            ("memory_append", {"text": "- x", "path": "linked/x.md"}, "through a symlink"),
+            ("memory_append", {"text": "- x", "path": "linked/x.md"}, "linked is a symbolic link"),
+            ("memory_read", {"path": "linked/x.md"}, "linked is a symbolic link"),
             ("memory_append", {"text": "- x", "path": "notes.txt"}, "is not a memory file"),
             ("memory_read", {"path": ".swarm/state.md"}, "is ignored by swarm"),
             ("memory_read", {"path": "GONE.md"}, "GONE.md does not exist"),

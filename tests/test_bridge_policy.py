@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from swarm.bridge.policy import PathPolicy
+from swarm.bridge.reader import read_stable
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,9 @@ def test_relative_maps_inside_paths_and_refuses_outside(tmp_path: Path) -> None:
     assert policy.relative(root) is None
 
 
-def test_symlink_out_of_root_is_not_followed(tmp_path: Path) -> None:
+def test_policy_answers_by_name_and_links_are_refused_at_the_moment_of_io(tmp_path: Path) -> None:
+    """A link can be swapped in after a path was accepted: the policy does not look at the disk
+    (its answer would be stale); every read refuses a link when it happens."""
     root = tmp_path / "root"
     outside = tmp_path / "outside"
     root.mkdir()
@@ -110,5 +113,7 @@ def test_symlink_out_of_root_is_not_followed(tmp_path: Path) -> None:
     os.symlink(outside, root / "linked")
     os.symlink(outside / "secret.md", root / "SECRET.md")
     policy = PathPolicy(root)
-    assert not policy.accepts("linked/secret.md")
-    assert not policy.accepts("SECRET.md")
+    assert policy.accepts("linked/secret.md") and policy.accepts("SECRET.md")
+    for rel in ("linked/secret.md", "SECRET.md"):
+        read = read_stable(root / rel, root=root)
+        assert read.text is None and "is a symbolic link" in (read.problem or "")

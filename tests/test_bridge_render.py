@@ -4,12 +4,12 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import swarm.bridge.render as render_mod
 from swarm.bridge.render import (
-    AgentWriteCaptured,
     RenderConflict,
     RenderError,
     remove_file,
@@ -152,7 +152,7 @@ def test_remove_file_deletes_expected_content_and_empty_folders(tmp_path: Path) 
     path = tmp_path / "memory" / "old" / "2026-01-01.md"
     path.parent.mkdir(parents=True)
     path.write_text("bye\n", encoding="utf-8")
-    assert remove_file(path, expected="bye\n", root=tmp_path) is True
+    assert remove_file(path, expected="bye\n", root=tmp_path).changed
     assert not path.exists()
     assert not (tmp_path / "memory").exists()
     assert tmp_path.exists()
@@ -163,7 +163,7 @@ def test_remove_file_keeps_folders_that_hold_other_files(tmp_path: Path) -> None
     path.parent.mkdir()
     path.write_text("a\n", encoding="utf-8")
     (tmp_path / "memory" / "b.md").write_text("b\n", encoding="utf-8")
-    assert remove_file(path, expected="a\n", root=tmp_path) is True
+    assert remove_file(path, expected="a\n", root=tmp_path).changed
     assert (tmp_path / "memory" / "b.md").exists()
 
 
@@ -177,24 +177,29 @@ def test_remove_file_conflict_keeps_agent_content(tmp_path: Path) -> None:
 
 
 def test_remove_file_missing_returns_false(tmp_path: Path) -> None:
-    assert remove_file(tmp_path / "gone.md", expected="x\n", root=tmp_path) is False
+    assert not remove_file(tmp_path / "gone.md", expected="x\n", root=tmp_path).changed
 
 
-def test_agent_write_in_the_last_instant_is_captured_not_lost(
+def test_agent_file_renamed_in_the_last_instant_is_captured_not_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An agent write landing after the last check, right before the swap, is handed back."""
+    """An agent saving atomically (temp file + rename) right after the last check, right before
+    the swap: its file is what the swap takes out, and it is handed back."""
     path = tmp_path / "MEMORY.md"
     path.write_text("seen\n", encoding="utf-8")
     real_recheck = render_mod._recheck
 
-    def recheck_then_agent_writes(target: Path, seen: object) -> None:
-        real_recheck(target, seen)  # type: ignore[arg-type]
-        target.write_text("seen\nagent line\n", encoding="utf-8")
+    def recheck_then_agent_saves(*args: Any) -> None:
+        real_recheck(*args)
+        agent_tmp = tmp_path / ".MEMORY.md.agent"
+        agent_tmp.write_text("seen\nagent line\n", encoding="utf-8")
+        agent_tmp.replace(path)
 
-    monkeypatch.setattr(render_mod, "_recheck", recheck_then_agent_writes)
-    with pytest.raises(AgentWriteCaptured) as caught:
-        write_atomic(path, "seen\nrendered\n", expected="seen\n")
-    assert caught.value.text == "seen\nagent line\n"
+    monkeypatch.setattr(render_mod, "_recheck", recheck_then_agent_saves)
+    displaced = write_atomic(path, "seen\nrendered\n", expected="seen\n").displaced
+    assert displaced is not None
     assert path.read_text(encoding="utf-8") == "seen\nrendered\n"
+    assert len(_leftovers(tmp_path)) == 1, "kept until its text is merged"
+    assert displaced.poll() == "seen\nagent line\n"
+    displaced.finish()
     assert _leftovers(tmp_path) == []

@@ -249,3 +249,18 @@ def test_revision_follows_every_change_the_state_vector_included() -> None:
     seen = doc.revision
     doc.apply(first)  # nothing new
     assert doc.revision == seen
+
+
+def test_a_new_empty_file_is_an_update_that_makes_it_exist_elsewhere() -> None:
+    a = MemoryDoc("memory/topic.md")
+    update = a.write("")
+    assert update is not None, "an empty new file must reach the swarm"
+    b = MemoryDoc("memory/topic.md")
+    assert b.is_empty
+    b.apply(update)
+    assert b.exists and b.content == "" and not b.is_empty
+    assert a.write("") is None  # written again: nothing new
+    c = MemoryDoc("memory/topic.md")
+    c.write("- filled elsewhere\n")  # a genesis on another node meets the empty file
+    exchange(a, b, c)
+    assert a.content == "- filled elsewhere\n" and a.exists

@@ -35,7 +35,7 @@ class FileProblem(ValueError):
 
 def read_text(root: Path, rel: str, max_bytes: int) -> str | None:
     """The file's text, or None when it does not exist; FileProblem if it is not readable text."""
-    result = read_stable(root / rel, max_bytes=max_bytes, settle=0.0)
+    result = read_stable(root / rel, root=root, max_bytes=max_bytes, settle=0.0)
     if result.missing:
         return None
     if result.text is None:
@@ -130,13 +130,21 @@ def edit_file(
             if current is not None and placed.content == current:
                 return placed
             try:
-                write_atomic(
-                    root / rel, placed.content, expected=current, expect_missing=current is None
+                written = write_atomic(
+                    root / rel,
+                    placed.content,
+                    expected=current,
+                    expect_missing=current is None,
+                    root=root,
                 )
             except RenderConflict:
                 time.sleep(0.02)  # someone else wrote it meanwhile: edit their version
                 continue
             except RenderError as exc:
                 raise FileProblem(str(exc)) from None
+            if written.displaced is not None:
+                # A writer opened the old file as it was replaced: it stays on disk, and the
+                # daemon merges it when it starts (swarm/bridge/displaced.py).
+                written.displaced.close()
             return placed
     raise FileProblem(f"{rel} keeps changing: the edit was not made, try again")

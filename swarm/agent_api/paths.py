@@ -1,13 +1,13 @@
 """Which paths an agent may name: memory files inside the folder, synced or private.
 
 `memory/today` names the daily file `memory/YYYY-MM-DD.md` of the local date. A path that is
-absolute, climbs out with `..`, leads out of the folder through a symlink, or is not a memory file
-(not matched by `include`, or ignored) is refused with a one-line reason.
+absolute, climbs out with `..`, or is not a memory file (not matched by `include`, or ignored) is
+refused with a one-line reason. Symbolic links are refused by the reads and writes themselves, at
+the moment of I/O (swarm/bridge/folder.py): a check here would be stale by then.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -81,10 +81,6 @@ class MemoryPaths:
         return pure.as_posix()
 
     def _why_refused(self, rel: str) -> str:
-        real = Path(os.path.realpath(self.root / rel))
-        real_root = Path(os.path.realpath(self.root))
-        if real != real_root and real_root not in real.parents:
-            return f"{rel} leads out of the memory folder through a symlink"
         if PathPolicy(self.root, include=("*",), state_dir=self.state_dir).accepts(rel):
             return f"{rel} is not a memory file (memory files match {', '.join(self.include)})"
         return f"{rel} is ignored by swarm (state folder, .swarmignore or an ignore pattern)"

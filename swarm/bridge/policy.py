@@ -84,7 +84,9 @@ class PathPolicy:
         self.generation += 1  # lets callers that cache `accepts` notice
 
     def accepts(self, rel: str) -> bool:
-        """True when `rel` names a file inside the root that is included and not ignored."""
+        """True when `rel` names a file inside the root that is included and not ignored (by
+        its name and the workspace's folders; links are not looked at here: an answer about the
+        disk would be stale by the time of the I/O, reads and renders refuse them then)."""
         return self.file_reason(rel) is None
 
     def ignores_dir(self, rel_dir: str) -> bool:
@@ -106,8 +108,6 @@ class PathPolicy:
             reason = next(filter(None, map(self.folder_reason, _parent_dirs(rel))), None)
         if reason is None and self.workspace is not None:
             reason = self.workspace.file_reason(rel)
-        if reason is None and not self._stays_inside(rel):
-            reason = "a symlink leads out of the memory folder"
         return reason
 
     def folder_reason(self, rel_dir: str) -> str | None:
@@ -143,11 +143,6 @@ class PathPolicy:
         return GitIgnoreSpec.from_lines(
             [*DEFAULT_IGNORE, *self._extra_ignore, *_read_lines(self.root / SWARMIGNORE)]
         )
-
-    def _stays_inside(self, rel: str) -> bool:
-        """Refuse a path that a symlink leads out of the root."""
-        real = Path(os.path.realpath(self.root / rel))
-        return real == self._real_root or self._real_root in real.parents
 
 
 def _parent_dirs(rel: str) -> Iterable[str]:

@@ -9,15 +9,19 @@ a freshly written one is re-checked after the rest of the quiet window.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_mod
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarm.bridge.folder import Folder, UnsafePath, locate, open_folder, refusal, split
+
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _MIB = 1024 * 1024
 _CHUNK = 1024 * 1024
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 StatKey = tuple[int, int, int]
 
@@ -33,14 +37,36 @@ class ReadResult:
 def read_stable(
     path: Path,
     *,
+    root: Path | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     settle: float = 0.02,
     attempts: int = 5,
 ) -> ReadResult:
-    """Read `path` once it is stable; never raises for a missing or unreadable file."""
-    tries = max(1, attempts)
+    """Read `path` once it is stable; never raises for a missing or unreadable file.
+
+    With `root`, `path` is reached from `root` without following any symbolic link below it
+    (see folder.py); without, only the file itself is not followed.
+    """
+    base, rel = locate(path, root)
+    folder_rel, name = split(rel)
+    try:
+        folder = open_folder(base, folder_rel)
+    except (FileNotFoundError, NotADirectoryError):
+        return ReadResult(None, None, missing=True)
+    except UnsafePath as exc:
+        return ReadResult(None, exc.strerror)
+    except OSError as exc:
+        return ReadResult(None, f"unreadable: {exc.strerror or exc}")
+    with folder:
+        return read_settled(folder, name, max_bytes, settle, max(1, attempts))
+
+
+def read_settled(
+    folder: Folder, name: str, max_bytes: int, settle: float, tries: int
+) -> ReadResult:
+    """`read_stable` of `name` in an open folder."""
     for attempt in range(tries):
-        outcome = _read_once(path, max_bytes)
+        outcome = _read_once(folder, name, max_bytes)
         if isinstance(outcome, ReadResult):
             return outcome
         if outcome is None:  # changed during the read
@@ -48,9 +74,9 @@ def read_stable(
                 time.sleep(settle)
             continue
         data, key = outcome
-        if _quiet_since(path, key, settle):
-            return _decode(data, key, max_bytes)
-    return ReadResult(None, f"still being written after {attempts} reads")
+        if _quiet_since(folder, name, key, settle):
+            return decode(data, key, max_bytes)
+    return ReadResult(None, f"still being written after {tries} reads")
 
 
 def format_size(size: int) -> str:
@@ -61,15 +87,33 @@ def format_size(size: int) -> str:
     return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
 
 
-def _read_once(path: Path, max_bytes: int) -> tuple[bytes, StatKey] | ReadResult | None:
+def _read_once(
+    folder: Folder, name: str, max_bytes: int
+) -> tuple[bytes, StatKey] | ReadResult | None:
     """One read bracketed by stats: the data, a final ReadResult, or None when it moved."""
     try:
         # O_NONBLOCK: opening a FIFO must not hang the reader thread.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(name, _FILE_FLAGS, dir_fd=folder.fd)
     except (FileNotFoundError, NotADirectoryError):
         return ReadResult(None, None, missing=True)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ReadResult(None, refusal(folder, name).strerror)
         return ReadResult(None, f"unreadable: {exc.strerror or exc}")
+    try:
+        outcome = read_open(fd, max_bytes)
+    finally:
+        os.close(fd)
+    if isinstance(outcome, ReadResult) or outcome is None:
+        return outcome
+    if _path_key(folder, name) != outcome[1]:
+        return None
+    return outcome
+
+
+def read_open(fd: int, max_bytes: int) -> tuple[bytes, StatKey] | ReadResult | None:
+    """Read the open file `fd` from its start: the data and its stat, a final ReadResult (not a
+    regular file, too large, unreadable), or None when it changed during the read."""
     try:
         before = os.fstat(fd)
         if not stat_mod.S_ISREG(before.st_mode):
@@ -77,35 +121,42 @@ def _read_once(path: Path, max_bytes: int) -> tuple[bytes, StatKey] | ReadResult
         if before.st_size > max_bytes:
             return _too_large(before.st_size, max_bytes, _key(before))
         chunks: list[bytes] = []
-        remaining = max_bytes + 1
+        remaining, offset = max_bytes + 1, 0
         while remaining > 0:
-            chunk = os.read(fd, min(_CHUNK, remaining))
+            chunk = os.pread(fd, min(_CHUNK, remaining), offset)
             if not chunk:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
+            offset += len(chunk)
         after = os.fstat(fd)
     except OSError as exc:
         return ReadResult(None, f"unreadable: {exc.strerror or exc}")
-    finally:
-        os.close(fd)
     data = b"".join(chunks)
     key = _key(before)
-    if _key(after) != key or len(data) != before.st_size or _path_key(path) != key:
+    if _key(after) != key or len(data) != before.st_size:
         return None
     return data, key
 
 
-def _quiet_since(path: Path, key: StatKey, settle: float) -> bool:
+def read_fd(fd: int, max_bytes: int) -> ReadResult | None:
+    """The text of the open file `fd` (None when it changed during the read)."""
+    outcome = read_open(fd, max_bytes)
+    if outcome is None or isinstance(outcome, ReadResult):
+        return outcome
+    return decode(*outcome, max_bytes)
+
+
+def _quiet_since(folder: Folder, name: str, key: StatKey, settle: float) -> bool:
     """True when the file was last modified at least `settle` ago, waiting out the rest."""
     age = (time.time_ns() - key[2]) / 1e9
     if age >= settle:
         return True
     time.sleep(min(settle, settle - age))
-    return _path_key(path) == key
+    return _path_key(folder, name) == key
 
 
-def _decode(data: bytes, key: StatKey, max_bytes: int) -> ReadResult:
+def decode(data: bytes, key: StatKey, max_bytes: int) -> ReadResult:
     if len(data) > max_bytes:
         return _too_large(len(data), max_bytes, key)
     if b"\x00" in data:
@@ -126,8 +177,8 @@ def _key(st: os.stat_result) -> StatKey:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _path_key(path: Path) -> StatKey | None:
+def _path_key(folder: Folder, name: str) -> StatKey | None:
     try:
-        return _key(os.stat(path))
+        return _key(os.stat(name, dir_fd=folder.fd, follow_symlinks=False))
     except OSError:
         return None

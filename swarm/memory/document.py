@@ -190,6 +190,9 @@ class MemoryDoc:
             return self._capture(
                 lambda: self._doc.apply_update(genesis.genesis_update(stored, tail))
             )
+        if self.is_empty:
+            # A new empty file: no line to import, but the file itself must reach the swarm.
+            return self._capture(self._declare_exists)
         current = self.stored_text
         if (
             not adopt
@@ -229,6 +232,10 @@ class MemoryDoc:
         )
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _declare_exists(self) -> None:
+        with self._doc.transaction():
+            self._meta[EXISTS_KEY] = True
 
     def _keep_virtual_terminator(self, old: list[str], new: list[str]) -> list[str]:
         """The last line of a file without a final newline carries a virtual terminator that was
