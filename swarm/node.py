@@ -65,6 +65,8 @@ _COMPACT_BYTES = 2 * 1024 * 1024
 DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
 CONFIRM_DELETES_FILE = "confirm-deletes"
 _SUSPICIOUS_SETTLE = 0.5  # quiet time demanded of a read that looks like a write in progress
+_RETRY_S = 0.25  # a file still being written is looked at again after this long
+_BUSY_RETRY_S = 0.01  # first look again at a file another process holds open for writing
 
 # While a node renders more than this many files a second, a file due again soon has its render
 # interval doubled (see next_render_interval).
@@ -156,6 +158,7 @@ class Node:
         )
         self._log_grew: set[str] = set()  # paths whose update log grew since `compact`
         self._retrying: set[str] = set()  # paths with an ingest retry scheduled
+        self._busy_retries: dict[str, int] = {}  # path -> looks at a file held open for writing
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
         self._background: set[asyncio.Task[None]] = set()
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
@@ -326,8 +329,14 @@ class Node:
         if result.text is not None and last and _looks_mid_write(result.text, last):
             # An agent rewriting in place truncates, then writes: under load the gap can outlast
             # the quiet window, and ingesting the truncated file would delete lines everywhere.
-            result = await self._read(path, _SUSPICIOUS_SETTLE)
+            result = await self._read(path, _SUSPICIOUS_SETTLE, quiet=True)
         existed = self._existed(path)
+        if result.writer_open and not _appended(result.text, last if existed else None):
+            # Another process is writing the file: what it holds may be a rewrite half done.
+            # Only an append (the old text, extended) is safe to take before the writer closes.
+            self._retry_ingest_later(path, busy=True)
+            return
+        self._busy_retries.pop(path, None)
         if result.missing:
             if self.deletions_held is not None:
                 return
@@ -360,10 +369,16 @@ class Node:
         await asyncio.gather(*self._background, return_exceptions=True)
         self._displaced.close()  # files not read yet stay on disk for the next start
 
-    def _retry_ingest_later(self, path: str, delay: float = 0.25) -> None:
+    def _retry_ingest_later(self, path: str, *, busy: bool = False) -> None:
+        """Look at `path` again soon. A file another process holds open for writing is looked
+        at every 10 ms at first, backing off to 250 ms (no event says when the writer closes)."""
         if path in self._retrying:
             return
         self._retrying.add(path)
+        delay = _RETRY_S
+        if busy:
+            tries = self._busy_retries[path] = self._busy_retries.get(path, 0) + 1
+            delay = min(_RETRY_S, _BUSY_RETRY_S * 2 ** min(tries - 1, 8))
 
         async def retry() -> None:
             await asyncio.sleep(delay)
@@ -378,13 +393,14 @@ class Node:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _read(self, path: str, settle: float) -> ReadResult:
+    async def _read(self, path: str, settle: float, *, quiet: bool = False) -> ReadResult:
         return await asyncio.to_thread(
             read_stable,
             self.root / path,
             root=self.root,
             max_bytes=self.options.max_bytes,
             settle=settle,
+            quiet=quiet,
         )
 
     def _ingest_text(self, path: str, text: str) -> None:
@@ -971,6 +987,11 @@ def next_render_interval(
 def _fingerprint(text: str) -> tuple[int, bytes]:
     """Identifies a version without keeping a copy of it (the length settles most compares)."""
     return len(text), hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _appended(text: str | None, last: str | None) -> bool:
+    """`text` is `last` with more at its end: what an appending writer leaves at any moment."""
+    return text is not None and last is not None and text.startswith(last)
 
 
 def _looks_mid_write(text: str, last: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm.bridge import lease
 from swarm.bridge.reader import DEFAULT_MAX_BYTES, read_stable
 
 
@@ -100,7 +101,9 @@ def test_old_file_is_read_without_waiting(tmp_path: Path) -> None:
 
 
 def test_in_place_rewrite_is_never_returned_half_written(tmp_path: Path) -> None:
-    """An agent truncates then writes in slow chunks; readers see old or whole new text only."""
+    """An agent truncates then writes in slow chunks; what a reader returns as settled is the
+    old or the whole new text, never a half, however slow the machine: while the writer holds
+    the file open, a read says so (the read lease is refused), whatever the timing."""
     path = tmp_path / "MEMORY.md"
     old = "".join(f"old line {i}\n" for i in range(50))
     new = "".join(f"new line {i} ✓\n" for i in range(50))
@@ -124,22 +127,44 @@ def test_in_place_rewrite_is_never_returned_half_written(tmp_path: Path) -> None
     thread.start()
     started.wait(5)
     seen: list[str | None] = []
-    # Budget well above the writer's duration (~20 chunks x 2 ms) so it finishes within attempts.
     while not done.is_set() or not seen:
-        seen.append(read_stable(path, settle=0.05, attempts=40).text)
+        read = read_stable(path, settle=0.05, attempts=40)
+        if not read.writer_open:
+            seen.append(read.text)
     thread.join()
-    assert seen, "the reader ran at least once"
+    seen.append(read_stable(path).text)
     assert all(text in (old, new) for text in seen), [t[:30] if t else t for t in seen]
     assert seen[-1] == new
 
 
-def test_gives_up_with_a_problem_when_the_file_never_settles(tmp_path: Path) -> None:
+def test_a_read_under_a_writer_says_so_and_a_closed_file_is_taken_at_once(tmp_path: Path) -> None:
+    """With a lease, no quiet time is needed: a file nobody holds open for writing is whole."""
+    path = tmp_path / "MEMORY.md"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("half")
+        handle.flush()
+        assert read_stable(path, settle=5.0).writer_open
+    started = time.monotonic()
+    read = read_stable(path, settle=5.0)  # written just now, but closed: no need to wait
+    assert (read.text, read.writer_open) == ("half", False)
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["lease", "no-lease"])
+def test_gives_up_with_a_problem_when_the_file_never_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leases: bool
+) -> None:
+    """A writer that never stops: under a lease the read says a writer holds the file; without
+    one, it never looks quiet and the reader gives up."""
+    monkeypatch.setattr(lease, "enabled", leases)
     path = tmp_path / "busy.md"
     path.write_text("", encoding="utf-8")
     stop = threading.Event()
+    opened = threading.Event()
 
     def scribbler() -> None:
         with open(path, "ab") as handle:
+            opened.set()
             while not stop.is_set():
                 handle.write(b"x")
                 handle.flush()
@@ -147,11 +172,15 @@ def test_gives_up_with_a_problem_when_the_file_never_settles(tmp_path: Path) -> 
 
     thread = threading.Thread(target=scribbler)
     thread.start()
+    assert opened.wait(5)
     try:
         # a window far wider than the writer's 1 ms pace, so a loaded machine cannot fake quiet
         result = read_stable(path, settle=0.1, attempts=3)
     finally:
         stop.set()
         thread.join()
-    assert result.text is None
-    assert result.problem == "still being written after 3 reads"
+    if leases:
+        assert result.writer_open
+    else:
+        assert (result.text, result.writer_open) == (None, False)
+        assert result.problem == "still being written after 3 reads"

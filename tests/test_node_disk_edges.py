@@ -4,11 +4,13 @@ swapped in after a path was accepted. Nodes run in-process (node_harness) on rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import hashlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from swarm.store import Store
 from swarm.transport.memory import MemoryBus
 
 _libc = ctypes.CDLL(None, use_errno=True)
+WRITER = Path(__file__).parent / "writer_process.py"
 
 
 def exchange(a: Path, b: Path) -> None:
@@ -113,6 +116,33 @@ async def test_a_remote_edit_waits_while_an_agent_holds_the_file_open_for_writin
         assert a.read("MEMORY.md") == b.read("MEMORY.md")
         assert "keeps changing" not in caplog.text
         assert "MEMORY.md" not in a.node.disk_states()
+
+
+async def test_a_rewrite_paused_halfway_is_taken_whole_not_as_deleting_its_second_half(
+    tmp_path: Path,
+) -> None:
+    """An agent rewriting MEMORY.md in place (open 'w') writes its first half, thinks for a
+    second, then writes the rest and a new line. The half-written file must never be taken as
+    the agent deleting the second half: the other node's agent would see those lines vanish
+    (and act on it) until the rest arrives."""
+    old = "".join(f"- kept {number:02d}\n" for number in range(20))
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(a.root / "MEMORY.md", old)
+        await eventually(lambda: b.read("MEMORY.md") == old, what="seed on b")
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, str(WRITER), "rewrite", str(a.root / "MEMORY.md"), "agent", "1.0"
+        )
+        seen_on_b: set[str] = set()
+        while writer.returncode is None:
+            seen_on_b.add(b.read("MEMORY.md") or "")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.wait(), 0.01)
+        assert writer.returncode == 0
+        assert all(text.startswith(old) for text in seen_on_b), "b lost lines for a while"
+        want = old + "agent new\n"
+        for node in (a, b):
+            await eventually(lambda n=node: n.read("MEMORY.md") == want, what=f"{node.name}")
+        assert a.node.doc("MEMORY.md").content == want
 
 
 # -- a crash's leftovers ---------------------------------------------------------------------

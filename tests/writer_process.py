@@ -9,6 +9,9 @@ real concurrency with a daemon's renders (threads of the test process would shar
         Read PATH, then open(PATH, 'w') and write back what was read followed by CHUNKS chunks of
         LINES lines ("TAG cC lL"), flushing each chunk and pausing between chunks (streaming
         output); close at the end.
+    python writer_process.py rewrite PATH TAG PAUSE
+        Read PATH, then open(PATH, 'w') and write back its first half, flush, pause PAUSE seconds
+        (an agent still producing its output), write the rest and one new line "TAG new", close.
 
 Exit code 0 once done; the lines written are known to the caller from its arguments.
 """
@@ -51,6 +54,17 @@ def chunked(
                 time.sleep(rng.uniform(*pauses))
 
 
+def rewrite(path: str, tag: str, pause: float) -> None:
+    with open(path, encoding="utf-8") as file:
+        lines = file.read().splitlines(keepends=True)
+    half = len(lines) // 2
+    with open(path, "w", encoding="utf-8") as file:
+        file.write("".join(lines[:half]))
+        file.flush()
+        time.sleep(pause)
+        file.write("".join(lines[half:]) + f"{tag} new\n")
+
+
 def chunked_lines(tag: str, chunks: int, lines: int) -> list[str]:
     """The lines `chunked` writes after what it read."""
     return [f"{tag} c{chunk} l{line}" for chunk in range(chunks) for line in range(lines)]
@@ -64,6 +78,8 @@ if __name__ == "__main__":
     mode, target, label = sys.argv[1:4]
     if mode == "append":
         append(target, label, int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+    elif mode == "rewrite":
+        rewrite(target, label, float(sys.argv[4]))
     else:
         chunked(
             target,

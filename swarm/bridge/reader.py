@@ -2,9 +2,16 @@
 
 Agents often rewrite a file in place (truncate, then write). Reading right after the first write
 event can see an empty or half-written file, and ingesting that would delete lines everywhere.
-A read is trusted only when the file did not change while it was read and has been quiet for
-`settle` seconds: a file whose mtime is older than that is returned at once (no added latency),
-a freshly written one is re-checked after the rest of the quiet window.
+
+Where the system allows it, a read happens under a Linux read lease (see lease.py): the lease is
+refused while any other process has the file open for writing, and while it is held a writer's
+`open()` waits in the kernel. A read under the lease is a whole version of the file, whatever
+the timing: it is returned at once. While a writer holds the file open, the read says so
+(`writer_open`) and the caller decides (an append-only extension is safe to take, a rewrite in
+progress is not). Without leases (another owner and no CAP_LEASE, a network file system), a read
+is trusted only when the file did not change while it was read and has been quiet for `settle`
+seconds: a file whose mtime is older than that is returned at once, a freshly written one is
+re-checked after the rest of the quiet window.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarm.bridge import lease
 from swarm.bridge.folder import Folder, UnsafePath, locate, open_folder, refusal, split
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -32,6 +40,9 @@ class ReadResult:
     problem: str | None
     missing: bool = False
     stat: StatKey | None = None
+    # Another process had the file open for writing during the read: `text` is what it held
+    # then, possibly a write in progress.
+    writer_open: bool = False
 
 
 def read_stable(
@@ -41,11 +52,14 @@ def read_stable(
     max_bytes: int = DEFAULT_MAX_BYTES,
     settle: float = 0.02,
     attempts: int = 5,
+    quiet: bool = False,
 ) -> ReadResult:
     """Read `path` once it is stable; never raises for a missing or unreadable file.
 
     With `root`, `path` is reached from `root` without following any symbolic link below it
-    (see folder.py); without, only the file itself is not followed.
+    (see folder.py); without, only the file itself is not followed. With `quiet`, the file must
+    also have been quiet for `settle` seconds even when read under a lease (a writer that
+    truncates, closes, and opens again to write leaves a gap no lease shows).
     """
     base, rel = locate(path, root)
     folder_rel, name = split(rel)
@@ -58,11 +72,11 @@ def read_stable(
     except OSError as exc:
         return ReadResult(None, f"unreadable: {exc.strerror or exc}")
     with folder:
-        return read_settled(folder, name, max_bytes, settle, max(1, attempts))
+        return read_settled(folder, name, max_bytes, settle, max(1, attempts), quiet=quiet)
 
 
 def read_settled(
-    folder: Folder, name: str, max_bytes: int, settle: float, tries: int
+    folder: Folder, name: str, max_bytes: int, settle: float, tries: int, *, quiet: bool = False
 ) -> ReadResult:
     """`read_stable` of `name` in an open folder."""
     for attempt in range(tries):
@@ -73,7 +87,12 @@ def read_settled(
             if attempt + 1 < tries:
                 time.sleep(settle)
             continue
-        data, key = outcome
+        data, key, state = outcome
+        if state is lease.Lease.GRANTED and not quiet:
+            return decode(data, key, max_bytes)  # a whole version: nobody was writing it
+        if state is lease.Lease.BUSY:
+            result = decode(data, key, max_bytes)
+            return ReadResult(result.text, result.problem, stat=key, writer_open=True)
         if _quiet_since(folder, name, key, settle):
             return decode(data, key, max_bytes)
     return ReadResult(None, f"still being written after {tries} reads")
@@ -89,8 +108,9 @@ def format_size(size: int) -> str:
 
 def _read_once(
     folder: Folder, name: str, max_bytes: int
-) -> tuple[bytes, StatKey] | ReadResult | None:
-    """One read bracketed by stats: the data, a final ReadResult, or None when it moved."""
+) -> tuple[bytes, StatKey, lease.Lease] | ReadResult | None:
+    """One read bracketed by stats, under a read lease where one can be had: the data and
+    whether a writer had the file open, a final ReadResult, or None when it moved."""
     try:
         # O_NONBLOCK: opening a FIFO must not hang the reader thread.
         fd = os.open(name, _FILE_FLAGS, dir_fd=folder.fd)
@@ -101,14 +121,23 @@ def _read_once(
             return ReadResult(None, refusal(folder, name).strerror)
         return ReadResult(None, f"unreadable: {exc.strerror or exc}")
     try:
+        state = _lease(fd)
         outcome = read_open(fd, max_bytes)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lease: a writer held back by it goes on now
     if isinstance(outcome, ReadResult) or outcome is None:
         return outcome
     if _path_key(folder, name) != outcome[1]:
         return None
-    return outcome
+    return outcome[0], outcome[1], state
+
+
+def _lease(fd: int) -> lease.Lease:
+    """A read lease on `fd` where one can be had (never on what is not a regular file)."""
+    try:
+        return lease.take(fd)
+    except OSError:
+        return lease.Lease.UNSUPPORTED
 
 
 def read_open(fd: int, max_bytes: int) -> tuple[bytes, StatKey] | ReadResult | None:
