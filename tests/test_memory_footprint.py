@@ -11,6 +11,10 @@ import gc
 import weakref
 from pathlib import Path
 
+import pytest
+
+from swarm import heap
+from swarm.heap import Trim, TrimSchedule, release_free_memory
 from swarm.memory import MemoryDoc
 from swarm.node import Node, NodeOptions
 from swarm.status import redis_vectors
@@ -89,3 +93,35 @@ async def test_a_document_rebuilt_after_a_rejected_update_frees_the_old_one(tmp_
         assert node.docs["MEMORY.md"].content == "# notes\n"
         gc.collect()
         assert old() is None
+
+
+def test_freed_memory_goes_back_to_the_os_at_rest_and_periodically_under_steady_work() -> None:
+    """glibc hands freed pages back only when asked (malloc_trim). Asked only once work went
+    quiet, a daemon under steady edits never asked, and its RSS climbed for as long as they
+    went on."""
+    now = [0.0]
+    schedule = TrimSchedule(busy_every=30.0, clock=lambda: now[0])
+    due = []
+    work = 0
+    for second in range(1, 121):  # two minutes of edits, every second some
+        now[0] = float(second)
+        work += 7
+        due.append(schedule.due(work))
+    assert due.count(Trim.BUSY) == 4  # every 30 s, not every pass
+    assert Trim.AT_REST not in due
+    now[0] += 1
+    assert schedule.due(work) is Trim.AT_REST  # the burst went quiet: caches dropped too
+    for _ in range(100):  # idle: nothing to give back, nothing done
+        now[0] += 1
+        assert schedule.due(work) is None
+
+
+def test_trimming_is_skipped_where_there_is_no_c_library_to_ask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(heap.ctypes.util, "find_library", lambda name: None)
+    heap._malloc_trim.cache_clear()
+    try:
+        assert release_free_memory() is False
+    finally:
+        heap._malloc_trim.cache_clear()
