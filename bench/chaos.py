@@ -3,10 +3,12 @@
 Three real `swarm daemon` processes on one private redis-server, each with its own folder of
 markdown files. For `--minutes` the harness plays agents: random appends (`open('a')`), rewrites
 of a line in place, whole-file rewrites, deletions and re-creations, spread over the nodes and
-sometimes hitting one file on two nodes at once. Every `--sample` seconds it reads each daemon's
-RSS. It prints RSS at the start and every 5 minutes, the slope (least squares, MB per minute) over
-the first and the second half of the run, then stops editing and checks convergence: every disk
-the same bytes, and the heartbeats agreeing as `swarm status` reads them.
+sometimes hitting one file on two nodes at once; every `--status-every` seconds it asks one
+daemon for the swarm's status (its status page's `/api/swarm`, what an agent's `memory_status`
+or an open status page asks). Every `--sample` seconds it reads each daemon's RSS. It prints RSS
+at the start and every 5 minutes, the slope (least squares, MB per minute) over the first and the
+second half of the run, then stops editing and checks convergence: every disk the same bytes, and
+the heartbeats agreeing as `swarm status` reads them; last, RSS at rest.
 
 A daemon that holds on to what it no longer needs shows a second-half slope as steep as the
 first; one whose memory levels off shows a second half near 0. The set of file names is bounded
@@ -17,6 +19,7 @@ allocation sites that grew.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -40,11 +43,15 @@ from bench.daemons import (
     stop_daemons,
     wait_for,
 )
+from bench.idle import get
 from bench.memory import markdown
 from bench.server import BenchRedis
+from swarm.devredis import free_port
 
 NODES = 3
+_STATUS_NODE = "n1"  # serves HTTP: its status page is asked for the swarm's status
 _CONVERGE_S = 300.0
+_REST_S = 5.0  # a quiet maintenance pass drops caches and trims (swarm/heap.py)
 # The seeded folder is an import, not a flood of new files (swarm/flood.py would hold it).
 _BUDGET = {"SWARM_NEW_FILES_PER_MINUTE": "100000"}
 
@@ -161,12 +168,13 @@ def _print_report(samples: Samples, minutes: float, chaos: Chaos, edits_s: float
 
 
 def _start(
-    server: BenchRedis, swarm: str, roots: list[Path], trace: str | None
+    server: BenchRedis, swarm: str, roots: list[Path], trace: str | None, port: int
 ) -> list[Popen[bytes]]:
     procs = []
     for root in roots:
+        http = f"127.0.0.1:{port}" if root.name == _STATUS_NODE else "0"
         if root.name != trace:
-            procs.append(start_daemon(server.url, swarm, root.name, root, env=_BUDGET))
+            procs.append(start_daemon(server.url, swarm, root.name, root, http, env=_BUDGET))
             continue
         out = root.parent.parent / f"swarm-chaos-trace-{swarm}.txt"  # outlives the run
         print(f"tracemalloc report of {root.name}: {out}")
@@ -176,6 +184,7 @@ def _start(
                 swarm,
                 root.name,
                 root,
+                http,
                 module="bench.traced_daemon",
                 env={**_BUDGET, "SWARM_TRACE_OUT": str(out)},
             )
@@ -184,7 +193,13 @@ def _start(
 
 
 def run(
-    minutes: float, files: int, rate: float, sample_s: float, trace: str | None, seed: int
+    minutes: float,
+    files: int,
+    rate: float,
+    sample_s: float,
+    status_s: float,
+    trace: str | None,
+    seed: int,
 ) -> bool:
     rng = random.Random(seed)
     names = [f"f{i:03d}.md" for i in range(int(files * 1.1))]
@@ -196,7 +211,8 @@ def run(
             root.mkdir()
         for i, name in enumerate(names[:files]):  # the others receive them (no new-file budget)
             (roots[0] / name).write_text(markdown(2, i), encoding="utf-8")
-        procs = _start(server, swarm, roots, trace)
+        port = free_port()
+        procs = _start(server, swarm, roots, trace, port)
         try:
             ready = wait_for(lambda: _said_converged(client, swarm, files), _CONVERGE_S, 0.5)
             if ready is None:
@@ -212,19 +228,36 @@ def run(
             started = time.monotonic()
             samples.take(started, pids)
             next_sample, end = started + sample_s, started + minutes * 60
+            next_status = started + status_s if status_s else math.inf
             while (now := time.monotonic()) < end:
                 chaos.step()
                 if now >= next_sample:
                     check_alive(procs)
                     samples.take(started, pids)
                     next_sample += sample_s
+                if now >= next_status:  # what an agent's memory_status or a status page asks
+                    get(port, "/api/swarm", timeout=60)
+                    next_status = now + status_s
                 time.sleep(rng.expovariate(rate))
             samples.take(started, pids)
             _print_report(samples, minutes, chaos, time.monotonic() - started)
-            return _converge(procs, roots, client, swarm)
+            print(f"memory folder: {_folder_mb(roots[0], files):.2f} MB at the start, "
+                  f"{_folder_mb(roots[0]):.2f} MB at the end")  # fmt: skip
+            converged = _converge(procs, roots, client, swarm)
+            time.sleep(_REST_S)
+            rest = ", ".join(f"n{i} {rss_bytes(pid) / 2**20:.1f}" for i, pid in enumerate(pids))
+            print(f"RSS MB {_REST_S:.0f} s after converging (at rest): {rest}")
+            return converged
         finally:
             stop_daemons(procs)
             client.close()
+
+
+def _folder_mb(root: Path, seeded: int | None = None) -> float:
+    """The text the memory holds (at the start: what was seeded)."""
+    if seeded is not None:
+        return sum(len(markdown(2, i).encode()) for i in range(seeded)) / 2**20
+    return sum(p.stat().st_size for p in root.glob("*.md")) / 2**20
 
 
 def _said_converged(client: redis.Redis, swarm: str, files: int) -> bool:
@@ -255,6 +288,14 @@ def _converge(
 @click.option("--rate", type=float, default=11.0, show_default=True, help="Agent actions a second.")
 @click.option("--sample", "sample_s", type=float, default=10.0, show_default=True)
 @click.option(
+    "--status-every",
+    "status_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between two asks for the swarm's status (n1's /api/swarm); 0: never.",
+)
+@click.option(
     "--trace",
     type=click.Choice([f"n{i}" for i in range(NODES)]),
     default=None,
@@ -262,14 +303,20 @@ def _converge(
 )
 @click.option("--seed", type=int, default=int.from_bytes(os.urandom(4)), show_default="random")
 def main(
-    minutes: float, files: int, rate: float, sample_s: float, trace: str | None, seed: int
+    minutes: float,
+    files: int,
+    rate: float,
+    sample_s: float,
+    status_s: float,
+    trace: str | None,
+    seed: int,
 ) -> None:
     """Three daemons under random concurrent edits: RSS over time, then convergence."""
     # Stopped by a signal (a background job ignores SIGINT): still stop the daemons and Redis.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"seed {seed}")
-    if not run(minutes, files, rate, sample_s, trace, seed):
+    if not run(minutes, files, rate, sample_s, status_s, trace, seed):
         raise SystemExit(1)
 
 

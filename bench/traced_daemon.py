@@ -11,6 +11,7 @@ tracemalloc slows the daemon several times over: read its figures as shares, not
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -27,6 +28,40 @@ _FILTERS = [
 ]
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def malloc_state() -> str:
+    """What glibc holds (the Rust side of pycrdt and SQLite allocate there, unseen by
+    tracemalloc): in use, free but kept (fragments not given back), and mmap'd blocks."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return "malloc: no mallinfo2 here"
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    mb = 2**20
+    return (
+        f"malloc: in use {info.uordblks / mb:.1f} MB, free in arenas {info.fordblks / mb:.1f} MB,"
+        f" mmap {info.hblkhd / mb:.1f} MB"
+    )
+
+
 def _site(trace: tracemalloc.StatisticDiff) -> str:
     """The innermost frame, then the project's own frames that led to it."""
     inner, *rest = trace.traceback
@@ -38,7 +73,10 @@ def report(baseline: tracemalloc.Snapshot, minute: float) -> str:
     snapshot = tracemalloc.take_snapshot().filter_traces(_FILTERS)
     diffs = snapshot.compare_to(baseline, "traceback")
     total = sum(s.size for s in snapshot.statistics("filename"))
-    lines = [f"--- {minute:.1f} min: traced heap {total / 2**20:.1f} MB; grew most since baseline:"]
+    lines = [
+        f"--- {minute:.1f} min: traced heap {total / 2**20:.1f} MB; {malloc_state()}",
+        "grew most since the baseline:",
+    ]
     for diff in diffs[:_TOP]:
         lines.append(
             f"{diff.size_diff / 1024:+10.1f} KiB {diff.count_diff:+8d} blocks  {_site(diff)}"
