@@ -72,7 +72,7 @@ def test_a_status_computed_inside_the_daemon_leaves_no_document_behind() -> None
     for _ in range(3):
         held = redis_vectors({}, log)
         assert len(held.vectors) == 20
-    assert _live_docs() == baseline
+    assert _live_docs() <= baseline
 
 
 async def test_a_document_rebuilt_after_a_rejected_update_frees_the_old_one(tmp_path: Path) -> None:
