@@ -1,0 +1,364 @@
+"""Throwaway Redis Cluster and Sentinel setups of real servers on free loopback ports.
+
+For the tests and the benchmarks: a cluster of masters with one replica each, made the way an
+operator makes one (`redis-cli --cluster create`), and a master + replica watched by sentinels.
+Both can lose a master (SIGKILL), move a slot to another master, and heal again, so the daemon's
+behaviour across a failover or a reshard is proven against the real thing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from redis.crc import key_slot
+
+from swarm.devredis import HOST, RedisServer, RedisServerError, free_port, redis_server_binary
+
+READY_DEADLINE_S = 30.0
+_POLL_S = 0.05  # polling interval while waiting on the servers, not synchronisation
+
+
+def _admin(port: int) -> redis.Redis:
+    return redis.Redis(host=HOST, port=port, socket_timeout=2.0, socket_connect_timeout=1.0)
+
+
+def _wait(check: Callable[[], bool], what: str, deadline_s: float = READY_DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError, RedisServerError):
+            pass  # not there yet (a server restarting, sentinels still disagreeing)
+        time.sleep(_POLL_S)
+    raise RedisServerError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+
+
+def swarm_slot(swarm: str) -> int:
+    """The Cluster hash slot of every key of `swarm` (they share the `{NAME}` hash tag)."""
+    return int(key_slot(f"swarm:{{{swarm}}}:log".encode()))
+
+
+class DevCluster:
+    """`masters` masters with `replicas` replicas each; `node_timeout_ms` sets how soon a dead
+    master is failed over (Redis' default is 15 s; tests use about a second)."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="swarm-cluster-"))
+        self.replicas = replicas
+        self.servers: list[RedisServer] = []
+        for i in range((1 + replicas) * masters):
+            workdir = self.dir / f"node{i}"
+            workdir.mkdir()
+            self.servers.append(
+                RedisServer(
+                    workdir=workdir,
+                    extra_args=(
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(workdir / "nodes.conf"),
+                        "--cluster-node-timeout", str(node_timeout_ms),
+                        # Its own bus port: the default (port + 10000) may be taken or too high.
+                        "--cluster-port", str(free_port()),
+                        # A replica cut off for a while may still take over: never lose a shard.
+                        "--cluster-replica-validity-factor", "0",
+                    ),
+                )  # fmt: skip
+            )
+
+    def url(self, i: int = 0) -> str:
+        return self.servers[i].url
+
+    def start(self) -> DevCluster:
+        for server in self.servers:
+            server.start()
+        addresses = [f"{HOST}:{s.port}" for s in self.servers]
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerError("redis-cli not found on PATH: run scripts/setup.sh")
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RedisServerError(f"redis-cli --cluster create failed: {done.stdout[-500:]}")
+        self.wait_healthy()
+        return self
+
+    def running(self) -> list[RedisServer]:
+        return [s for s in self.servers if s.running]
+
+    def node_id(self, server: RedisServer) -> str:
+        with _admin(server.port) as client:
+            return bytes(client.execute_command("CLUSTER", "MYID")).decode()
+
+    def _slots(self, server: RedisServer) -> dict[int, int]:
+        """slot range start -> master port, as `server` sees the cluster."""
+        with _admin(server.port) as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        return {int(r[0]): int(r[2][1]) for r in ranges}
+
+    def masters(self) -> list[RedisServer]:
+        """Running servers that are masters owning slots, as the cluster sees it."""
+        ports = set(self._slots(self.running()[0]).values())
+        return [s for s in self.running() if s.port in ports]
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        with _admin(self.running()[0].port) as client:
+            for r in client.execute_command("CLUSTER", "SLOTS"):
+                if int(r[0]) <= slot <= int(r[1]):
+                    port = int(r[2][1])
+                    return next(s for s in self.servers if s.port == port)
+        raise RedisServerError(f"no master serves slot {slot}")
+
+    def master_of(self, swarm: str) -> RedisServer:
+        return self.master_of_slot(swarm_slot(swarm))
+
+    def swarms_on_each_master(self, prefix: str) -> list[str]:
+        """One swarm name per master, each hashed to a slot that master owns."""
+        wanted = {s.port: "" for s in self.masters()}
+        i = 0
+        while not all(wanted.values()):
+            name = f"{prefix}-{i}"
+            owner = self.master_of(name).port
+            if not wanted[owner]:
+                wanted[owner] = name
+            i += 1
+        return list(wanted.values())
+
+    def wait_healthy(self, deadline_s: float = READY_DEADLINE_S) -> None:
+        """Every running node says cluster_state:ok, all agree on who owns what, and each master
+        has its replicas connected (so a kill can be failed over)."""
+
+        def healthy() -> bool:
+            running = self.running()
+            views = []
+            for server in running:
+                with _admin(server.port) as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                    if b"cluster_state:ok" not in info:
+                        return False
+                views.append(self._slots(server))
+            if any(view != views[0] for view in views):
+                return False
+            masters = set(views[0].values())
+            replicas_up = 0
+            for port in masters:
+                with _admin(port) as client:
+                    replication = client.info("replication")
+                replicas_up += sum(
+                    1 for k, v in replication.items()
+                    if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+                )  # fmt: skip
+            return replicas_up >= min(len(running) - len(masters), self.replicas * len(masters))
+
+        _wait(healthy, "the cluster to be healthy", deadline_s)
+
+    def kill_master_of(self, swarm: str) -> RedisServer:
+        """SIGKILL the master owning `swarm`'s slot; returns it (dead). See `wait_failover`."""
+        master = self.master_of(swarm)
+        master.kill()
+        return master
+
+    def wait_failover(self, swarm: str, dead: RedisServer) -> RedisServer:
+        """Wait until a replica of `dead` was promoted and serves `swarm`'s slot."""
+
+        def promoted() -> bool:
+            owner = self.master_of(swarm)
+            if owner is dead:
+                return False
+            with _admin(owner.port) as client:
+                return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
+
+        _wait(promoted, f"a replica to take over the slot of {swarm}")
+        return self.master_of(swarm)
+
+    def heal(self) -> None:
+        """Restart every dead node (it rejoins as a replica) and wait for a healthy cluster."""
+        for server in self.servers:
+            if not server.running:
+                server.start()
+        self.wait_healthy()
+
+    def move_slot(self, slot: int, target: RedisServer, batch: int = 100) -> None:
+        """Migrate `slot` with its keys to `target`, as `redis-cli --cluster reshard` does."""
+        source = self.master_of_slot(slot)
+        if source is target:
+            return
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with _admin(source.port) as src, _admin(target.port) as dst:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while True:
+                keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for other in self.masters():
+            if other not in (source, target):
+                with _admin(other.port) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        self.wait_healthy()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> DevCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SentinelServer(RedisServer):
+    """One `redis-server --sentinel` watching `service` at `master_port`."""
+
+    def __init__(self, workdir: Path, service: str, master_port: int, down_after_ms: int) -> None:
+        super().__init__(workdir=workdir)
+        self.config = workdir / "sentinel.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind {HOST}\ndaemonize no\ndir {self.data_dir}\n"
+            f"logfile {self.log_path}\n"
+            f"sentinel monitor {service} {HOST} {master_port} 2\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} 10000\n"
+        )
+
+    def _command(self) -> list[str]:
+        return [redis_server_binary(), str(self.config), "--sentinel"]
+
+
+class DevSentinel:
+    """A master, `replicas` replicas and `sentinels` sentinels (quorum 2) for `service`."""
+
+    def __init__(
+        self,
+        service: str = "swarm",
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.service = service
+        self.dir = Path(tempfile.mkdtemp(prefix="swarm-sentinel-"))
+        self.master = RedisServer(workdir=self.dir / "master")
+        self.replicas = [
+            RedisServer(
+                workdir=self.dir / f"replica{i}",
+                extra_args=("--replicaof", HOST, str(self.master.port)),
+            )
+            for i in range(replicas)
+        ]
+        self.sentinels = [
+            SentinelServer(self.dir / f"sentinel{i}", service, self.master.port, down_after_ms)
+            for i in range(sentinels)
+        ]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def url(self, *, sentinels: int | None = None, db: int = 0) -> str:
+        chosen = self.sentinels[: sentinels or len(self.sentinels)]
+        hosts = ",".join(f"{HOST}:{s.port}" for s in chosen)
+        return f"redis+sentinel://{hosts}/{self.service}/{db}"
+
+    def start(self) -> DevSentinel:
+        self.master.start()
+        for replica in self.replicas:
+            replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        self.wait_healthy()
+        return self
+
+    def current_master(self) -> RedisServer:
+        """The server the sentinels name as master (they agree once a failover is over)."""
+        ports = set()
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            with _admin(sentinel.port) as client:
+                addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            ports.add(int(addr[1]))
+        if len(ports) != 1:
+            raise RedisServerError(f"sentinels disagree on the master: {sorted(ports)}")
+        port = ports.pop()
+        return next(s for s in self.servers if s.port == port)
+
+    def wait_healthy(self) -> None:
+        """The master named by every sentinel is up with every other server replicating it,
+        and every sentinel knows the others (so they can reach a quorum)."""
+
+        def healthy() -> bool:
+            master = self.current_master()
+            if not master.running:
+                return False
+            with _admin(master.port) as client:
+                replication = client.info("replication")
+            if replication.get("role") != "master":
+                return False
+            online = sum(
+                1 for k, v in replication.items()
+                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            )  # fmt: skip
+            if online < sum(1 for s in self.servers if s.running) - 1:
+                return False
+            for sentinel in self.sentinels:
+                with _admin(sentinel.port) as client:
+                    known = client.execute_command("SENTINEL", "SENTINELS", self.service)
+                if len(known) < len(self.sentinels) - 1:
+                    return False
+            return True
+
+        _wait(healthy, "sentinels, master and replicas to be ready")
+
+    def kill_master(self) -> RedisServer:
+        master = self.current_master()
+        master.kill()
+        return master
+
+    def wait_failover(self, dead: RedisServer) -> RedisServer:
+        def promoted() -> bool:
+            master = self.current_master()
+            if master is dead or not master.running:
+                return False
+            with _admin(master.port) as client:
+                return client.info("replication").get("role") == "master"
+
+        _wait(promoted, "the sentinels to promote a replica")
+        return self.current_master()
+
+    def close(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> DevSentinel:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = ["DevCluster", "DevSentinel", "free_port", "swarm_slot"]
