@@ -69,7 +69,7 @@ class DevCluster:
                         # A replica cut off for a while may still take over: never lose a shard.
                         "--cluster-replica-validity-factor", "0",
                     ),
-                )  # fmt: skip
+                )
             )
 
     def url(self, i: int = 0) -> str:
@@ -339,7 +339,7 @@ class DevSentinel:
             if master is dead or not master.running:
                 return False
             with _admin(master.port) as client:
-                return client.info("replication").get("role") == "master"
+                return bool(client.info("replication").get("role") == "master")
 
         _wait(promoted, "the sentinels to promote a replica")
         return self.current_master()
