@@ -61,6 +61,7 @@ def needed_commands(swarm: str) -> list[tuple[str, tuple[str, ...]]]:
         ("xtrim", ("XTRIM", keys.log, "MAXLEN", "0")),
         ("exists", ("EXISTS", keys.log)),
         ("time", ("TIME",)),
+        ("cluster|info", ("CLUSTER", "INFO")),  # is it a cluster node? (asked once)
     ]
     for key in (keys.snap, keys.nodes, keys.files):
         calls += [

@@ -241,16 +241,14 @@ class Deployment:
         self.resolved = True
 
     async def _cluster_enabled(self) -> bool:
+        """CLUSTER INFO answers on a cluster node; a single server refuses it ("cluster support
+        disabled"), and so does an ACL without +cluster|info (then: one server)."""
         assert isinstance(self.client, Redis)
         try:
-            info = await self.client.info("cluster")
-        except ResponseError:  # INFO not allowed to this user: ask the cluster itself
-            try:
-                await self.client.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
-            except ResponseError:
-                return False
-            return True
-        return bool(info.get("cluster_enabled"))
+            await self.client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+        except ResponseError:
+            return False
+        return True
 
     def _cluster_client(self) -> RedisCluster:
         o = self.options
