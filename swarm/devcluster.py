@@ -41,6 +41,38 @@ def _wait(check: Callable[[], bool], what: str, deadline_s: float = READY_DEADLI
     raise RedisServerError(f"timed out after {deadline_s:.0f} s waiting for {what}")
 
 
+def replicas_of(master: RedisServer, servers: list[RedisServer]) -> list[RedisServer]:
+    """The running servers replicating `master`, as it sees them."""
+    with _admin(master.port) as client:
+        replication = client.info("replication")
+    ports = {
+        int(v["port"])
+        for k, v in replication.items()
+        if k.startswith("slave") and isinstance(v, dict)
+    }
+    return [s for s in servers if s.port in ports and s.running]
+
+
+def cut_replication(replicas: list[RedisServer]) -> None:
+    """Make `replicas` lose their master and fail to get back (bad credentials on the
+    handshake): writes their master acknowledges from now on reach none of them, so a replica
+    promoted after the master dies lacks them (what asynchronous replication loses when a
+    master dies under load, made certain). See `restore_replication`."""
+    for replica in replicas:
+        with _admin(replica.port) as client:
+            client.config_set("masteruser", "swarm-cut-off")
+            client.config_set("masterauth", "no-such-password")
+            client.execute_command("CLIENT", "KILL", "TYPE", "master")
+
+
+def restore_replication(replicas: list[RedisServer]) -> None:
+    for replica in replicas:
+        if replica.running:
+            with _admin(replica.port) as client:
+                client.config_set("masteruser", "")
+                client.config_set("masterauth", "")
+
+
 def swarm_slot(swarm: str) -> int:
     """The Cluster hash slot of every key of `swarm` (they share the `{NAME}` hash tag)."""
     return int(key_slot(f"swarm:{{{swarm}}}:log".encode()))
@@ -361,4 +393,12 @@ class DevSentinel:
         self.close()
 
 
-__all__ = ["DevCluster", "DevSentinel", "free_port", "swarm_slot"]
+__all__ = [
+    "DevCluster",
+    "DevSentinel",
+    "cut_replication",
+    "free_port",
+    "replicas_of",
+    "restore_replication",
+    "swarm_slot",
+]

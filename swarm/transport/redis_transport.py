@@ -687,6 +687,33 @@ class RedisTransport:
             "last_generated_id": bytes(info["last-generated-id"]).decode(),
         }
 
+    async def holds_entry(self, entry_id: str) -> bool:
+        """Whether the log still holds `entry_id`, an entry it once held (this node read it or
+        published it). False means Redis lost acknowledged entries: a replica that lagged behind
+        its master was promoted (replication is asynchronous). An entry trimmed behind the
+        snapshots counts as held: the replica had it, or it could not have trimmed past it.
+        """
+        if parse_stream_id(entry_id) == (0, 0):
+            return True
+        with self._failures("holds_entry"):
+            await self._resolve()
+            async with asyncio.timeout(self._op_timeout):
+                if not await self._client.exists(self.keys.log):
+                    return entry_id == "0-0"
+                info = await self._client.xinfo_stream(self.keys.log)
+                last = bytes(info["last-generated-id"]).decode()
+                if parse_stream_id(last) < parse_stream_id(entry_id):
+                    return False  # the log never got as far
+                first = info.get("first-entry")
+                if not first or parse_stream_id(bytes(first[0]).decode()) > parse_stream_id(
+                    entry_id
+                ):
+                    return True  # trimmed behind the snapshots (or every entry trimmed)
+                found = await self._client.xrange(
+                    self.keys.log, min=entry_id, max=entry_id, count=1
+                )
+        return bool(found)
+
     async def snapshots(self) -> dict[str, tuple[str, bytes]]:
         """path -> (covered stream id, state): the state holds every log entry of the path up to
         and including the covered id."""

@@ -1,0 +1,197 @@
+"""Daemons on a real Redis Cluster (3 masters, 3 replicas, made by `redis-cli --cluster create`).
+
+What a team on a cluster depends on: any node's address works, swarms spread over the masters,
+edits converge, and no edit is lost when the master of a swarm's slot dies mid-burst or when the
+slot moves to another master while agents write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from daemon_harness import (
+    Agent,
+    InProcessDaemon,
+    assert_each_line_once,
+    awaitable_bursts,
+    converged,
+    daemon_settings,
+    describe,
+    in_thread,
+    merged_writes,
+    read_tree,
+    wait_until_async,
+)
+
+from swarm.daemon import Runtime
+from swarm.devcluster import (
+    DevCluster,
+    cut_replication,
+    replicas_of,
+    restore_replication,
+    swarm_slot,
+)
+from swarm.devredis import HOST, RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+def runtime_of(daemon: InProcessDaemon) -> Runtime:
+    assert daemon.runtime is not None
+    return daemon.runtime
+
+
+@asynccontextmanager
+async def daemons(
+    tmp_path: Path, swarm: str, urls: list[str], names: list[str]
+) -> AsyncIterator[list[InProcessDaemon]]:
+    """In-process daemons of `swarm`, the i-th entering the cluster through `urls[i]`."""
+    async with AsyncExitStack() as stack:
+        started = []
+        for name, url in zip(names, urls, strict=True):
+            base = tmp_path / swarm / name
+            settings = daemon_settings(base / "mem", base / "state", name, url, swarm=swarm)
+            started.append(await stack.enter_async_context(InProcessDaemon(settings)))
+        yield started
+
+
+def shard_subscribers(server: RedisServer, swarm: str) -> int:
+    """How many clients SSUBSCRIBE'd to the swarm's channel on `server`."""
+    with redis.Redis(host=HOST, port=server.port) as client:
+        reply = client.execute_command("PUBSUB", "SHARDNUMSUB", f"swarm:{{{swarm}}}:bus")
+    return int(reply[1])
+
+
+async def late_joiner_rebuilds(tmp_path: Path, swarm: str, url: str, reference: Path) -> None:
+    """A new node, started while no other node runs, builds `reference`'s files from Redis."""
+    async with daemons(tmp_path, swarm, [url], ["late"]) as (late,):
+        await wait_until_async(
+            lambda: read_tree(late.dir) == read_tree(reference),
+            "a late joiner rebuilt every file from the cluster alone",
+            explain=lambda: describe([reference, late.dir]),
+        )
+
+
+async def test_swarms_on_every_master_converge_with_nodes_entering_through_different_nodes(
+    tmp_path: Path, redis_cluster: DevCluster
+) -> None:
+    swarms = redis_cluster.swarms_on_each_master("spread")
+    masters = {redis_cluster.master_of(s).port for s in swarms}
+    assert len(masters) == 3, "one swarm per master"
+    servers = redis_cluster.servers
+    async with AsyncExitStack() as stack:
+        groups = []
+        for i, swarm in enumerate(swarms):
+            # Every daemon enters through a node of its own, replicas included.
+            urls = [servers[(2 * i) % 6].url, servers[(2 * i + 1) % 6].url]
+            group = daemons(tmp_path, swarm, urls, ["a", "b"])
+            groups.append(await stack.enter_async_context(group))
+        for group in groups:
+            for daemon in group:
+                assert runtime_of(daemon).transport.topology == "cluster"
+        agents = [
+            Agent(d.dir, f"{d.settings.swarm}-{d.settings.node}", seed=i, in_place=0.0)
+            for i, d in enumerate(d for group in groups for d in group)
+        ]
+        await awaitable_bursts(agents, seconds=2.0)
+        for group, pair in zip(groups, zip(agents[::2], agents[1::2], strict=True), strict=True):
+            expected = merged_writes(pair)
+            folders = [d.dir for d in group]
+            await wait_until_async(
+                lambda folders=folders, expected=expected: converged(folders, expected),
+                f"swarm {group[0].settings.swarm} converged",
+                explain=lambda folders=folders, expected=expected: describe(folders, expected),
+            )
+            assert_each_line_once(folders, expected)
+    for swarm in swarms:  # each swarm's keys, and only they, on the master of its slot
+        master = redis_cluster.master_of(swarm)
+        with redis.Redis(host=HOST, port=master.port) as client:
+            assert client.exists(f"swarm:{{{swarm}}}:log", f"swarm:{{{swarm}}}:nodes") == 2
+
+
+async def test_master_killed_mid_burst_loses_no_edit(
+    tmp_path: Path, redis_cluster: DevCluster
+) -> None:
+    swarm = "failover"
+    master = redis_cluster.master_of(swarm)
+    others = [s.url for s in redis_cluster.servers if s is not master]
+    async with daemons(tmp_path, swarm, others[:2], ["a", "b"]) as group:
+        agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
+                  enumerate(group)]  # fmt: skip
+        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=4.0))
+        replicators = [runtime_of(d).replicator for d in group]
+        await wait_until_async(
+            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
+        )
+        # The replica stops getting writes the master still acknowledges, then the master dies:
+        # the replica promoted lacks entries the daemons had confirmed.
+        replicas = replicas_of(master, redis_cluster.servers)
+        cut_replication(replicas)
+        published = sum(r.counters.published for r in replicators)
+        await wait_until_async(
+            lambda: sum(r.counters.published for r in replicators) >= published + 10,
+            "more edits acknowledged by the master alone",
+        )
+        master.kill()
+        restore_replication(replicas)
+        await in_thread(redis_cluster.wait_failover, swarm, master)
+        await burst
+        expected = merged_writes(agents)
+        folders = [d.dir for d in group]
+        await wait_until_async(
+            lambda: converged(folders, expected) and all(
+                r.node.store.outbox_depth() == 0 for r in replicators
+            ),
+            "both nodes hold every edit after the failover",
+            explain=lambda: describe(folders, expected),
+        )
+        assert_each_line_once(folders, expected)
+        assert any(r.counters.rollbacks for r in replicators), (
+            "the promoted replica lacked acknowledged entries and a daemon noticed"
+        )
+        await wait_until_async(
+            lambda: all(r.node.store.outbox_depth() == 0 and r.caught_up for r in replicators),
+            "both nodes re-sent what the new master lacked",
+        )
+        reference = group[0].dir
+    await late_joiner_rebuilds(tmp_path, swarm, others[2], reference)
+    assert_each_line_once([tmp_path / swarm / "late" / "mem"], expected)
+
+
+async def test_slot_resharded_to_another_master_while_edits_flow(
+    tmp_path: Path, redis_cluster: DevCluster
+) -> None:
+    swarm = "reshard"
+    source = redis_cluster.master_of(swarm)
+    target = next(m for m in redis_cluster.masters() if m is not source)
+    urls = [redis_cluster.servers[0].url, redis_cluster.servers[5].url]
+    async with daemons(tmp_path, swarm, urls, ["a", "b"]) as group:
+        await wait_until_async(lambda: shard_subscribers(source, swarm) == 2, "both subscribed")
+        agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
+                  enumerate(group)]  # fmt: skip
+        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=3.0))
+        replicators = [runtime_of(d).replicator for d in group]
+        await wait_until_async(
+            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
+        )
+        await in_thread(redis_cluster.move_slot, swarm_slot(swarm), target)
+        assert redis_cluster.master_of(swarm) is target
+        # Live updates follow the slot: both daemons subscribe again on its new master.
+        await wait_until_async(
+            lambda: shard_subscribers(target, swarm) == 2, "both subscribed on the new master"
+        )
+        await burst
+        expected = merged_writes(agents)
+        folders = [d.dir for d in group]
+        await wait_until_async(
+            lambda: converged(folders, expected),
+            "both nodes hold every edit made across the reshard",
+            explain=lambda: describe(folders, expected),
+        )
+        assert_each_line_once(folders, expected)
+        assert shard_subscribers(source, swarm) == 0
