@@ -1,0 +1,106 @@
+"""Daemons on a Sentinel-watched Redis: a master, a replica and three sentinels, real servers.
+
+What a team on Sentinel depends on: `redis+sentinel://` URLs work for the daemon and for
+`swarm status`, a master killed mid-burst is followed to the promoted replica with no edit lost,
+and a wrong URL says what is wrong in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import (
+    Agent,
+    assert_each_line_once,
+    awaitable_bursts,
+    converged,
+    describe,
+    in_thread,
+    merged_writes,
+    run_cli,
+    wait_until_async,
+)
+from test_redis_cluster import daemons, late_joiner_rebuilds, runtime_of
+
+from swarm.devcluster import DevSentinel, cut_replication, restore_replication
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sentinel() -> Iterator[DevSentinel]:
+    setup = DevSentinel(service="memory", replicas=1, sentinels=3)
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.close()
+
+
+async def test_master_killed_mid_burst_is_followed_and_loses_no_edit(
+    tmp_path: Path, sentinel: DevSentinel
+) -> None:
+    swarm = "team"
+    # One node knows every sentinel, the other two of them: either is enough.
+    urls = [sentinel.url(), sentinel.url(sentinels=2)]
+    async with daemons(tmp_path, swarm, urls, ["a", "b"]) as group:
+        assert all(runtime_of(d).transport.topology == "sentinel" for d in group)
+        agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
+                  enumerate(group)]  # fmt: skip
+        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=4.0))
+        replicators = [runtime_of(d).replicator for d in group]
+        await wait_until_async(
+            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
+        )
+        master = sentinel.current_master()
+        cut_replication(sentinel.replicas)  # the replica now misses what the master confirms
+        published = sum(r.counters.published for r in replicators)
+        await wait_until_async(
+            lambda: sum(r.counters.published for r in replicators) >= published + 10,
+            "more edits acknowledged by the master alone",
+        )
+        master.kill()
+        restore_replication(sentinel.replicas)
+        promoted = await in_thread(sentinel.wait_failover, master)
+        assert promoted is not master
+        await burst
+        expected = merged_writes(agents)
+        folders = [d.dir for d in group]
+        await wait_until_async(
+            lambda: converged(folders, expected)
+            and all(r.node.store.outbox_depth() == 0 and r.caught_up for r in replicators),
+            "both nodes hold every edit after the failover",
+            explain=lambda: describe(folders, expected),
+        )
+        assert_each_line_once(folders, expected)
+        assert any(r.counters.rollbacks for r in replicators), (
+            "the promoted replica lacked acknowledged entries and a daemon noticed"
+        )
+        done = await in_thread(
+            run_cli, "status", "--swarm", swarm, "--redis-url", urls[1], "--json", "--wait", "20",
+            timeout=40,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["converged"]
+        reference = group[0].dir
+    await late_joiner_rebuilds(tmp_path, swarm, urls[0], reference)
+
+
+def test_status_names_what_is_wrong_with_a_sentinel_url(sentinel: DevSentinel) -> None:
+    unknown = run_cli(
+        "status", "--swarm", "team", "--redis-url", sentinel.url().replace("/memory/", "/nope/")
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
+    assert "unknown Sentinel service name 'nope'" in unknown.stderr
+
+    for sentinel_server in sentinel.sentinels:
+        sentinel_server.stop()
+    unreachable = run_cli("status", "--swarm", "team", "--redis-url", sentinel.url())
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.count("\n") == 1 and "Traceback" not in unreachable.stderr
+    assert "Sentinel unreachable" in unreachable.stderr
