@@ -193,6 +193,19 @@ class DevCluster:
 
         _wait(healthy, "the cluster to be healthy", deadline_s)
 
+    def wait_state(self, state: str) -> None:
+        """Wait until every running node says cluster_state:`state` (ok or fail)."""
+
+        def reached() -> bool:
+            for server in self.running():
+                with _admin(server.port) as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                if f"cluster_state:{state}".encode() not in info:
+                    return False
+            return True
+
+        _wait(reached, f"cluster_state:{state} on every node")
+
     def kill_master_of(self, swarm: str) -> RedisServer:
         """SIGKILL the master owning `swarm`'s slot; returns it (dead). See `wait_failover`."""
         master = self.master_of(swarm)

@@ -8,6 +8,7 @@ slot moves to another master while agents write.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from daemon_harness import (
     in_thread,
     merged_writes,
     read_tree,
+    run_cli,
     wait_until_async,
 )
 
@@ -108,6 +110,13 @@ async def test_swarms_on_every_master_converge_with_nodes_entering_through_diffe
                 explain=lambda folders=folders, expected=expected: describe(folders, expected),
             )
             assert_each_line_once(folders, expected)
+        # `swarm status` enters through any node too, a replica here.
+        done = await in_thread(
+            run_cli, "status", "--swarm", swarms[0], "--redis-url", servers[5].url, "--json",
+            "--wait", "20", timeout=40,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["converged"]
     for swarm in swarms:  # each swarm's keys, and only they, on the master of its slot
         master = redis_cluster.master_of(swarm)
         with redis.Redis(host=HOST, port=master.port) as client:
@@ -195,3 +204,17 @@ async def test_slot_resharded_to_another_master_while_edits_flow(
         )
         assert_each_line_once(folders, expected)
         assert shard_subscribers(source, swarm) == 0
+
+
+def test_status_says_the_cluster_is_down_when_a_shard_has_no_master(
+    redis_cluster: DevCluster,
+) -> None:
+    master = redis_cluster.master_of("down")
+    for server in [*replicas_of(master, redis_cluster.servers), master]:
+        server.kill()
+    redis_cluster.wait_state("fail")  # the others noticed: a slot has no master left
+    entry = next(s for s in redis_cluster.servers if s.running)
+    done = run_cli("status", "--swarm", "down", "--redis-url", entry.url, timeout=40)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "Redis Cluster" in done.stderr and "is down" in done.stderr, done.stderr

@@ -231,7 +231,12 @@ class Deployment:
         elif not self.url.startswith("unix://") and await self._cluster_enabled():
             cluster = self._cluster_client()
             try:
-                await cluster.initialize()
+                try:
+                    await cluster.initialize()
+                except RedisClusterException as exc:  # e.g. "All slots are not covered"
+                    raise TopologyError(
+                        f"Redis Cluster at {self.where} is down: {' '.join(str(exc).split())}"
+                    ) from None
                 await self.check_cluster(cluster)
             except BaseException:
                 await cluster.aclose()
