@@ -105,8 +105,9 @@ def _publisher(args: tuple[str, list[str], float]) -> int:
 
 def edits_per_second(url: str, label: str, workers: int, seconds: float) -> float:
     per_worker = 16
+    prefix = f"rate-{label.replace(' ', '-')}"
     jobs = [
-        (url, [f"rate-{label}-{w}-{i}" for i in range(per_worker)], seconds) for w in range(workers)
+        (url, [f"{prefix}-{w}-{i}" for i in range(per_worker)], seconds) for w in range(workers)
     ]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         sent = sum(pool.map(_publisher, jobs))

@@ -289,6 +289,7 @@ class RedisTransport:
     def _bind_client(self) -> None:
         """Use the deployment's command client (again, once `_resolve` found a cluster)."""
         self._client = self._deployment.client
+        self.where = self._deployment.where
         # XRANGE replies stay as Redis sent them ([id, [field, value, ...]]): redis-py would
         # build a dict per entry, a tenth of a whole-log catch-up's time.
         self._client.set_response_callback("XRANGE", _raw_reply)

@@ -242,6 +242,7 @@ class Deployment:
                 await cluster.aclose()
                 raise
             old, self.client, self.cluster, self.kind = self.client, cluster, cluster, CLUSTER
+            self.where = f"the Redis Cluster of {self.where}"
             await old.aclose()
         self.resolved = True
 
