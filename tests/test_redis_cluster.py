@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ from swarm.devcluster import (
 )
 from swarm.devredis import HOST, RedisServer
 
+REPO = Path(__file__).resolve().parent.parent
+
 pytestmark = pytest.mark.slow
 
 
@@ -50,14 +53,16 @@ def runtime_of(daemon: InProcessDaemon) -> Runtime:
 
 @asynccontextmanager
 async def daemons(
-    tmp_path: Path, swarm: str, urls: list[str], names: list[str]
+    tmp_path: Path, swarm: str, urls: list[str], names: list[str], **settings_extra: str
 ) -> AsyncIterator[list[InProcessDaemon]]:
     """In-process daemons of `swarm`, the i-th entering the cluster through `urls[i]`."""
     async with AsyncExitStack() as stack:
         started = []
         for name, url in zip(names, urls, strict=True):
             base = tmp_path / swarm / name
-            settings = daemon_settings(base / "mem", base / "state", name, url, swarm=swarm)
+            settings = daemon_settings(
+                base / "mem", base / "state", name, url, swarm=swarm, **settings_extra
+            )
             started.append(await stack.enter_async_context(InProcessDaemon(settings)))
         yield started
 
@@ -218,3 +223,38 @@ def test_status_says_the_cluster_is_down_when_a_shard_has_no_master(
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "Redis Cluster" in done.stderr and "is down" in done.stderr, done.stderr
+
+
+def documented_acl(doc: str, swarm: str) -> list[str]:
+    """The `ACL SETUSER` lines of a doc, for `swarm`: the test proves the documentation."""
+    text = (REPO / "docs" / doc).read_text(encoding="utf-8")
+    lines = re.findall(r"^ACL SETUSER .*$", text, flags=re.MULTILINE)
+    return [line.replace("NAME", swarm).replace("CHANGE-ME", "s3cret") for line in lines]
+
+
+async def test_the_documented_cluster_acl_is_enough(
+    tmp_path: Path, redis_cluster: DevCluster
+) -> None:
+    swarm = "acl"
+    lines = documented_acl("security.md", swarm) + documented_acl("deploy.md", swarm)
+    for server in redis_cluster.servers:
+        with redis.Redis(host=HOST, port=server.port) as admin:
+            admin.execute_command("ACL", "LOG", "RESET")
+            for line in lines:
+                admin.execute_command(*line.split())
+    urls = [redis_cluster.servers[1].url, redis_cluster.servers[4].url]
+    access = {"redis_username": f"swarm-{swarm}", "redis_password": "s3cret"}
+    async with daemons(tmp_path, swarm, urls, ["a", "b"], **access) as (a, b):
+        assert runtime_of(a).transport.topology == "cluster"
+        agent = Agent(a.dir, "a", in_place=0.0)
+        for _ in range(5):
+            await in_thread(agent.append, "MEMORY.md")
+        await wait_until_async(
+            lambda: converged([a.dir, b.dir], agent.written), "synced as the ACL user"
+        )
+        await wait_until_async(lambda: bool(runtime_of(b).replicator._peers), "presence")
+    denied = []
+    for server in redis_cluster.servers:
+        with redis.Redis(host=HOST, port=server.port) as admin:
+            denied += [e for e in admin.acl_log() if e.get("username") == f"swarm-{swarm}"]
+    assert denied == [], f"the documented ACL refused the swarm something: {denied}"
