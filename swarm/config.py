@@ -138,6 +138,10 @@ class SwarmSettings(Settings):
     redis_ca_file: Path | None = setting("SWARM_REDIS_CA_FILE", None)
     # The sentinels' own password (redis+sentinel:// URLs); the URL's password is the master's.
     sentinel_password: SecretStr | None = setting("SWARM_SENTINEL_PASSWORD", None)
+    # Wait after each publish for this many replicas to confirm it (WAIT), up to redis_wait_ms:
+    # fewer edits for a failover to lose and re-send; off by default, nothing depends on it.
+    redis_wait_replicas: int = setting("SWARM_REDIS_WAIT_REPLICAS", 0, ge=0, le=16)
+    redis_wait_ms: int = setting("SWARM_REDIS_WAIT_MS", 200, ge=1, le=10_000)
 
     @field_validator("swarm")
     @classmethod

@@ -107,6 +107,8 @@ def transport_for(
         sentinel_password=(
             settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
         ),
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_ms,
     )
 
 
