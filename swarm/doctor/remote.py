@@ -40,6 +40,7 @@ from swarm.transport.codec import (
 )
 from swarm.transport.redis_client import RedisSecurity, make_client
 from swarm.transport.redis_keys import SwarmKeys
+from swarm.transport.topology import PLAIN, ClientOptions, Deployment, node_url
 
 TIMEOUT_S = 3.0
 LOG_ENTRIES = 20  # newest log entries tried with the key
@@ -128,14 +129,17 @@ async def connect(settings: SwarmSettings) -> Connection:
     )
     shown = redact(url)
     try:
-        client = make_client(url, retry=Retry(NoBackoff(), 0), security=security)
+        client = await _client_for_swarm(url, settings.swarm, security)
+    except (RedisError, OSError, TimeoutError) as exc:
+        problem, fix = _connection_problem(exc, url)
+        return Connection(Check("redis", Status.FAIL, f"{shown}: {problem}", fix))
     except ValueError as exc:
         return Connection(
             Check(
                 "redis",
                 Status.FAIL,
                 f"bad Redis URL: {one_line(exc)}",
-                "use redis://HOST:PORT/DB, rediss://... or unix://PATH",
+                "use redis://HOST:PORT/DB, rediss://..., unix://PATH or redis+sentinel://...",
             )
         )
     try:
@@ -162,6 +166,28 @@ async def connect(settings: SwarmSettings) -> Connection:
     else:
         check = Check("redis", Status.OK, found)
     return Connection(check, client)
+
+
+async def _client_for_swarm(url: str, swarm: str, security: RedisSecurity) -> Redis:
+    """A client to the server that holds `swarm`: the one the URL names, Sentinel's master, or on
+    a cluster the master of the swarm's slot (its keys and ACL are checked there)."""
+    deployment = Deployment(url, ClientOptions(security=security))
+    if deployment.kind == PLAIN:
+        target = url
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                await deployment.resolve()
+            if deployment.cluster is not None:
+                node = deployment.cluster.get_node_from_key(SwarmKeys.for_swarm(swarm).log)
+                if node is not None:
+                    target = node_url(url, node.host, int(node.port))
+        finally:
+            await deployment.aclose()
+        return make_client(target, retry=Retry(NoBackoff(), 0), security=security)
+    async with asyncio.timeout(TIMEOUT_S):
+        await deployment.resolve()  # Sentinel: says what is wrong with the service in one line
+    assert isinstance(deployment.client, Redis)
+    return deployment.client
 
 
 def _pairs(reply: Any) -> dict[str, Any]:
