@@ -10,28 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import redis
 from daemon_harness import (
     Agent,
-    InProcessDaemon,
     assert_each_line_once,
     awaitable_bursts,
     converged,
-    daemon_settings,
     describe,
     in_thread,
     merged_writes,
-    read_tree,
     run_cli,
     wait_until_async,
 )
+from topology_harness import daemons, late_joiner_rebuilds, runtime_of
 
-from swarm.daemon import Runtime
 from swarm.devcluster import (
     DevCluster,
     cut_replication,
@@ -46,42 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def runtime_of(daemon: InProcessDaemon) -> Runtime:
-    assert daemon.runtime is not None
-    return daemon.runtime
-
-
-@asynccontextmanager
-async def daemons(
-    tmp_path: Path, swarm: str, urls: list[str], names: list[str], **settings_extra: str
-) -> AsyncIterator[list[InProcessDaemon]]:
-    """In-process daemons of `swarm`, the i-th entering the cluster through `urls[i]`."""
-    async with AsyncExitStack() as stack:
-        started = []
-        for name, url in zip(names, urls, strict=True):
-            base = tmp_path / swarm / name
-            settings = daemon_settings(
-                base / "mem", base / "state", name, url, swarm=swarm, **settings_extra
-            )
-            started.append(await stack.enter_async_context(InProcessDaemon(settings)))
-        yield started
-
-
 def shard_subscribers(server: RedisServer, swarm: str) -> int:
     """How many clients SSUBSCRIBE'd to the swarm's channel on `server`."""
     with redis.Redis(host=HOST, port=server.port) as client:
         reply = client.execute_command("PUBSUB", "SHARDNUMSUB", f"swarm:{{{swarm}}}:bus")
     return int(reply[1])
-
-
-async def late_joiner_rebuilds(tmp_path: Path, swarm: str, url: str, reference: Path) -> None:
-    """A new node, started while no other node runs, builds `reference`'s files from Redis."""
-    async with daemons(tmp_path, swarm, [url], ["late"]) as (late,):
-        await wait_until_async(
-            lambda: read_tree(late.dir) == read_tree(reference),
-            "a late joiner rebuilt every file from the cluster alone",
-            explain=lambda: describe([reference, late.dir]),
-        )
 
 
 async def test_swarms_on_every_master_converge_with_nodes_entering_through_different_nodes(

@@ -24,7 +24,7 @@ from daemon_harness import (
     run_cli,
     wait_until_async,
 )
-from test_redis_cluster import daemons, late_joiner_rebuilds, runtime_of
+from topology_harness import daemons, late_joiner_rebuilds, runtime_of
 
 from swarm.devcluster import DevSentinel, cut_replication, restore_replication
 
