@@ -364,6 +364,11 @@ class Replicator:
         if reseed:
             self.cursor = "0-0"
             self._links.clear()
+            # Ids of the log as it was mean nothing in the new one (whose clock may even be
+            # behind): what this node publishes from now on is what it knows to be there.
+            self.published = "0-0"
+            self.node.store.set_meta("published", self.published)
+            self._verify.clear()
         info = await self.redis.log_info()
         first = info.get("first_id")
         after = self.cursor
@@ -431,8 +436,6 @@ class Replicator:
             lost,
         )
         self.counters.rollbacks += 1
-        self.published = "0-0"
-        self.node.store.set_meta("published", self.published)
         return True
 
     def _merge_log_page(self, messages: list[Message], last: str) -> None:

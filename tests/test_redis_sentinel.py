@@ -88,19 +88,3 @@ async def test_master_killed_mid_burst_is_followed_and_loses_no_edit(
         assert json.loads(done.stdout)["converged"]
         reference = group[0].dir
     await late_joiner_rebuilds(tmp_path, swarm, urls[0], reference)
-
-
-def test_status_names_what_is_wrong_with_a_sentinel_url(sentinel: DevSentinel) -> None:
-    unknown = run_cli(
-        "status", "--swarm", "team", "--redis-url", sentinel.url().replace("/memory/", "/nope/")
-    )
-    assert unknown.returncode == 2
-    assert unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
-    assert "unknown Sentinel service name 'nope'" in unknown.stderr
-
-    for sentinel_server in sentinel.sentinels:
-        sentinel_server.stop()
-    unreachable = run_cli("status", "--swarm", "team", "--redis-url", sentinel.url())
-    assert unreachable.returncode == 2
-    assert unreachable.stderr.count("\n") == 1 and "Traceback" not in unreachable.stderr
-    assert "Sentinel unreachable" in unreachable.stderr

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from daemon_harness import wait_until_async
+from daemon_harness import in_thread, run_cli, wait_until_async
 
 from swarm.config import ConfigError, SwarmSettings, load_settings
-from swarm.devcluster import DevSentinel
+from swarm.devcluster import DevSentinel, free_port
 from swarm.devredis import HOST, RedisServer
 from swarm.transport.redis_transport import RedisTransport
 from swarm.transport.topology import SentinelTarget, node_url, parse_sentinel_url, where
@@ -69,7 +71,13 @@ async def test_wait_counts_publishes_no_replica_confirmed_and_never_fails_them()
         master.close()
 
 
-async def test_sentinel_transport_follows_the_service() -> None:
+def assert_one_line_error(done: subprocess.CompletedProcess[str], says: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert says in done.stderr, done.stderr
+
+
+async def test_sentinel_urls_reach_the_master_or_say_what_is_wrong() -> None:
     with DevSentinel(service="svc", replicas=0, sentinels=1) as sentinel:
         transport = RedisTransport(sentinel.url(), "team", "a")
         try:
@@ -79,3 +87,13 @@ async def test_sentinel_transport_follows_the_service() -> None:
                 assert client.xlen("swarm:{team}:log") == 1
         finally:
             await transport.close()
+        unknown = sentinel.url().replace("/svc/", "/nope/")
+        assert_one_line_error(
+            await in_thread(run_cli, "status", "--swarm", "team", "--redis-url", unknown),
+            "unknown Sentinel service name 'nope'",
+        )
+    nobody = f"redis+sentinel://{HOST}:{free_port()},{HOST}:{free_port()}/svc"
+    assert_one_line_error(
+        await in_thread(run_cli, "status", "--swarm", "team", "--redis-url", nobody),
+        "Sentinel unreachable",
+    )
