@@ -22,6 +22,8 @@ from redis.crc import key_slot
 from swarm.devredis import HOST, RedisServer, RedisServerError, free_port, redis_server_binary
 
 READY_DEADLINE_S = 30.0
+# A replica's first sync starts at once (Redis waits 5 s by default for more replicas to share it).
+FAST_SYNC = ("--repl-diskless-sync-delay", "0")
 _POLL_S = 0.05  # polling interval while waiting on the servers, not synchronisation
 
 
@@ -100,6 +102,7 @@ class DevCluster:
                         "--cluster-port", str(free_port()),
                         # A replica cut off for a while may still take over: never lose a shard.
                         "--cluster-replica-validity-factor", "0",
+                        *FAST_SYNC,
                     ),
                 )
             )
@@ -301,11 +304,11 @@ class DevSentinel:
     ) -> None:
         self.service = service
         self.dir = Path(tempfile.mkdtemp(prefix="swarm-sentinel-"))
-        self.master = RedisServer(workdir=self.dir / "master")
+        self.master = RedisServer(workdir=self.dir / "master", extra_args=FAST_SYNC)
         self.replicas = [
             RedisServer(
                 workdir=self.dir / f"replica{i}",
-                extra_args=("--replicaof", HOST, str(self.master.port)),
+                extra_args=("--replicaof", HOST, str(self.master.port), *FAST_SYNC),
             )
             for i in range(replicas)
         ]
