@@ -409,8 +409,9 @@ class Node:
         versions = self.store.versions(path)
         bases = self._bases(path, versions)
         adopt = not versions and not doc.is_empty
+        kept = [] if doc.exists else [content for _, content in self.store.trashed(path)]
         before = doc.content if log.isEnabledFor(logging.DEBUG) else None
-        update = doc.write(text, bases, adopt=adopt)
+        update = doc.write(text, bases, adopt=adopt, kept=kept)
         if before is not None:
             gone = set(before.splitlines()) - set(doc.content.splitlines())
             log.debug(
@@ -435,8 +436,11 @@ class Node:
 
     def _bases(self, path: str, versions: list[str]) -> list[str]:
         """Versions the agent may have read: newest first, back to its own last write (an agent
-        always sees what it wrote itself)."""
+        always sees what it wrote itself). No base once the agent deleted the file itself: what
+        it writes next is a new file, not a stale copy of the old one."""
         own = self._own_write.get(path)
+        if own == _DELETED:
+            return []
         if own is None:
             return versions
         found: list[str] = []
@@ -450,6 +454,7 @@ class Node:
         doc = self.docs[path]
         content = doc.content
         update = doc.delete()
+        self._own_write[path] = _DELETED
         with self.store.batch():
             self.store.trash(path, last if last is not None else content)
             if update is not None:
@@ -982,6 +987,9 @@ def next_render_interval(
     if renders_last_second > _RENDER_BUDGET and since < 2 * most:
         return min(most, gap * 2)
     return max(base, gap / 2)
+
+
+_DELETED = (-1, b"")  # in place of the agent's own last write: it deleted the file
 
 
 def _fingerprint(text: str) -> tuple[int, bytes]:
