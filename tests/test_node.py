@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -41,10 +43,29 @@ async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Pa
             what="rename",
         )
 
+        # The content is kept for a later restore, committed before the file goes: another
+        # process (`swarm restore`) looking the moment it sees the file gone finds it.
+        watching = asyncio.create_task(asyncio.to_thread(trash_once_gone, b, "MEMORY.md"))
         (a.root / "MEMORY.md").unlink()
-        await eventually(lambda: b.read("MEMORY.md") is None, what="delete")
-        trashed = b.node.store.trashed("MEMORY.md")
-        assert trashed and "works on swarm" in trashed[0][1]  # content kept for a later restore
+        trashed = await asyncio.wait_for(watching, 30)
+        assert trashed and "works on swarm" in trashed[0]
+
+
+def trash_once_gone(node: Running, path: str) -> list[str]:
+    """The trash of `path` as another process reads it (committed rows, newest first) the
+    moment the file is seen gone (a thread of its own, looking every millisecond)."""
+    deadline = time.monotonic() + 30
+    while node.read(path) is not None:
+        assert time.monotonic() < deadline, f"{path} never went"
+        time.sleep(0.001)
+    conn = sqlite3.connect(f"file:{node.node.store.db_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT content FROM trash WHERE path = ? ORDER BY seq DESC", (path,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [str(row[0]) for row in rows]
 
 
 async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
