@@ -14,7 +14,7 @@ import pytest
 from node_harness import Running, eventually, running_node, two_nodes, write_atomically
 
 from swarm.memory import MemoryDoc
-from swarm.node import next_render_interval
+from swarm.node import RENDER_BUDGET, next_render_interval
 from swarm.transport.memory import MemoryBus
 
 
@@ -123,10 +123,18 @@ async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: P
 
 
 async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_path: Path) -> None:
+    """20 files changing every few milliseconds: renders stay within the node's render budget
+    (RENDER_BUDGET files a second, reached within the first second; each busy file then waits
+    up to `render_interval_max` between renders) instead of one per change.
+
+    The bound counts the seconds the changes took: on a loaded machine the same 800 changes
+    are spread over more time, and the budget allows more renders (a fixed count made this
+    test fail whenever the machine was slow, though the node kept its budget)."""
     bus = MemoryBus()
     files = [f"memory/topic-{i}.md" for i in range(20)]
     async with running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b:
         sources = {path: MemoryDoc(path) for path in files}
+        started = time.monotonic()
         for i in range(40):
             for path, source in sources.items():
                 update = source.write(source.content + f"- fact {i}\n")
@@ -137,7 +145,12 @@ async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_pa
         await eventually(
             lambda: all(b.read(p) == s.content for p, s in sources.items()), what="all on disk"
         )
-        assert b.node.counters.rendered <= 400  # of 800 changes
+        seconds = time.monotonic() - started
+        # The first second fills the budget's window; while the intervals double (25 -> 200
+        # ms) each file can render three more times.
+        budget = RENDER_BUDGET * (seconds + 1) + 3 * len(files)
+        rendered = b.node.counters.rendered
+        assert rendered <= budget, f"{rendered} renders of 800 changes in {seconds:.2f} s"
 
 
 def test_render_interval_grows_only_over_the_budget_and_comes_back_step_by_step() -> None:
