@@ -319,6 +319,26 @@ async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
         assert b.node.store.trashed(names[0])  # still restorable
 
 
+async def test_a_mass_delete_that_trickles_in_is_judged_as_one(tmp_path: Path) -> None:
+    """`rm -r` on a loaded machine: the files go a few at a time, in separate watcher batches.
+    Judged one batch at a time no batch is large enough to look like an accident, and every
+    deletion would reach the other nodes; judged together once deletions stop coming, they are
+    held."""
+    names = [f"memory/topic-{i}.md" for i in range(6)]
+    async with two_nodes(tmp_path) as (a, b):
+        for name in names:
+            write_atomically(a.root / name, f"{name}\n")
+        await eventually(lambda: all(b.read(n) == f"{n}\n" for n in names), what="synced")
+        for name in names:
+            (a.root / name).unlink()
+            # the next one goes after the watcher delivered this one alone (its debounce is
+            # 30 ms): a slow `rm`, not a wait for the product
+            await asyncio.sleep(0.08)
+        await eventually(lambda: a.node.deletions_held is not None, what="guard")
+        assert "6 of 6 files" in (a.node.deletions_held or "")
+        assert all(b.read(n) == f"{n}\n" for n in names)  # the others keep their copies
+
+
 async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:
     import shutil
 
