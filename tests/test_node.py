@@ -68,6 +68,36 @@ def trash_once_gone(node: Running, path: str) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+async def test_a_stale_write_over_a_peers_deletion_brings_back_only_its_new_line(
+    tmp_path: Path,
+) -> None:
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(b.root / "MEMORY.md", "# Memory\n- old fact\n")
+        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- old fact\n", what="seed")
+        held_by_agent = b.read("MEMORY.md")  # b's agent keeps the text it wrote
+        (a.root / "MEMORY.md").unlink()
+        await eventually(lambda: b.read("MEMORY.md") is None, what="the deletion reached b")
+        assert held_by_agent is not None
+        write_atomically(b.root / "MEMORY.md", held_by_agent + "- new fact\n")
+        await eventually(
+            lambda: a.read("MEMORY.md") == "- new fact\n" == b.read("MEMORY.md"),
+            what="only the new line is back, on both nodes",
+        )
+
+
+async def test_a_file_deleted_and_written_again_by_its_own_agent_comes_back_whole(
+    tmp_path: Path,
+) -> None:
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(a.root / "MEMORY.md", "# Memory\n- old fact\n")
+        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- old fact\n", what="seed")
+        (a.root / "MEMORY.md").unlink()
+        await eventually(lambda: b.read("MEMORY.md") is None, what="the deletion reached b")
+        whole = "# Memory\n- old fact\n- new fact\n"
+        write_atomically(a.root / "MEMORY.md", whole)  # a new file that repeats old lines
+        await eventually(lambda: b.read("MEMORY.md") == whole == a.read("MEMORY.md"), what="whole")
+
+
 async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
     async with two_nodes(tmp_path) as (a, b):
         published_by_b = b.replicator.counters.published
