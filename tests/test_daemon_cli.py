@@ -230,16 +230,3 @@ def test_a_second_daemon_on_the_same_state_folder_is_refused(
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "already using the state folder" in lines[0], second.stderr
         assert first.running  # the first one is untouched
-
-
-def test_a_state_dir_that_is_a_file_is_a_one_line_error_naming_the_setting(
-    tmp_path: Path,
-) -> None:
-    folder, state = tmp_path / "mem", tmp_path / "state"
-    folder.mkdir()
-    state.write_text("not a folder\n", encoding="utf-8")
-    result = run_cli(*daemon_args(folder, "--state-dir", str(state)))
-    assert result.returncode != 0
-    assert_one_line_error(result, "--state-dir")
-    assert "is not a folder" in result.stderr
-    assert state.read_text(encoding="utf-8") == "not a folder\n"
