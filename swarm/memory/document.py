@@ -176,7 +176,12 @@ class MemoryDoc:
         return self.settle()
 
     def write(
-        self, content: str, bases: Sequence[str] = (), *, adopt: bool = False
+        self,
+        content: str,
+        bases: Sequence[str] = (),
+        *,
+        adopt: bool = False,
+        kept: Sequence[str] = (),
     ) -> bytes | None:
         """Turn an agent's write of the whole file into a local update (None if nothing changed).
 
@@ -184,6 +189,8 @@ class MemoryDoc:
         the write is diffed against the one it derives from and merged with everything since.
         `adopt` is for a node seeing a file for the first time while the swarm already has a
         document for it: the result is the union of both, nothing the swarm has is deleted.
+        `kept` are deleted versions of the file kept in the trash: writing one of them (or a
+        base) back onto the deleted file restores it whole.
         """
         stored, tail = normalize(content)
         if self.is_empty and stored:
@@ -212,11 +219,13 @@ class MemoryDoc:
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
         else:
-            # A write to a deleted file brings it back whole (a restore, or an edit that wins
-            # over a concurrent delete): no older base may explain its lines away.
-            revived = bases if self.exists else []
-            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in revived]
-            base = choose_base(stored, [current, *older])
+            # Writing a known version back onto the deleted file is a restore: it comes back
+            # whole. Any other write to it is merged with the deletion like any stale write: a
+            # writer still holding the text from before the deletion brings back only what it
+            # added, not the lines the swarm deleted since (they are in the trash).
+            restore = not self.exists and (content in bases or content in kept)
+            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in bases]
+            base = current if restore else choose_base(stored, [current, *older])
             target = stored if base == current else merge3(base, stored, current)
             target_edits = line_edits(current_lines, split_lines(target))
         return self._transact(
