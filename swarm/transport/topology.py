@@ -14,7 +14,7 @@ The swarm's transport sees one command client whatever the topology, and a subsc
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -331,7 +331,3 @@ class Deployment:
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
-
-
-def with_security(options: ClientOptions, security: RedisSecurity | None) -> ClientOptions:
-    return replace(options, security=security or RedisSecurity())
