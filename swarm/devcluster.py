@@ -1,9 +1,9 @@
-"""Throwaway Redis Cluster and Sentinel setups of real servers on free loopback ports.
+"""A throwaway Redis Cluster of real servers on free loopback ports (Sentinel: devsentinel.py).
 
-For the tests and the benchmarks: a cluster of masters with one replica each, made the way an
-operator makes one (`redis-cli --cluster create`), and a master + replica watched by sentinels.
-Both can lose a master (SIGKILL), move a slot to another master, and heal again, so the daemon's
-behaviour across a failover or a reshard is proven against the real thing.
+For the tests and the benchmarks: masters with replicas, made the way an operator makes them
+(`redis-cli --cluster create`). It can lose a master (SIGKILL), have its replicas cut off first so
+the loss of acknowledged writes is certain, move a slot to another master, and heal again, so the
+daemon's behaviour across a failover or a reshard is proven against the real thing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from types import TracebackType
 import redis
 from redis.crc import key_slot
 
-from swarm.devredis import HOST, RedisServer, RedisServerError, free_port, redis_server_binary
+from swarm.devredis import HOST, RedisServer, RedisServerError, free_port
 
 READY_DEADLINE_S = 30.0
 # A replica's first sync starts at once (Redis waits 5 s by default for more replicas to share it).
@@ -27,11 +27,13 @@ FAST_SYNC = ("--repl-diskless-sync-delay", "0")
 _POLL_S = 0.05  # polling interval while waiting on the servers, not synchronisation
 
 
-def _admin(port: int) -> redis.Redis:
+def admin(port: int) -> redis.Redis:
+    """A synchronous client to one server, for arranging and inspecting it."""
     return redis.Redis(host=HOST, port=port, socket_timeout=2.0, socket_connect_timeout=1.0)
 
 
-def _wait(check: Callable[[], bool], what: str, deadline_s: float = READY_DEADLINE_S) -> None:
+def wait_for(check: Callable[[], bool], what: str, deadline_s: float = READY_DEADLINE_S) -> None:
+    """Poll `check` until it holds; a server still starting or restarting counts as not yet."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
@@ -45,7 +47,7 @@ def _wait(check: Callable[[], bool], what: str, deadline_s: float = READY_DEADLI
 
 def replicas_of(master: RedisServer, servers: list[RedisServer]) -> list[RedisServer]:
     """The running servers replicating `master`, as it sees them."""
-    with _admin(master.port) as client:
+    with admin(master.port) as client:
         replication = client.info("replication")
     ports = {
         int(v["port"])
@@ -61,7 +63,7 @@ def cut_replication(replicas: list[RedisServer]) -> None:
     promoted after the master dies lacks them (what asynchronous replication loses when a
     master dies under load, made certain). See `restore_replication`."""
     for replica in replicas:
-        with _admin(replica.port) as client:
+        with admin(replica.port) as client:
             client.config_set("masteruser", "swarm-cut-off")
             client.config_set("masterauth", "no-such-password")
             client.execute_command("CLIENT", "KILL", "TYPE", "master")
@@ -70,7 +72,7 @@ def cut_replication(replicas: list[RedisServer]) -> None:
 def restore_replication(replicas: list[RedisServer]) -> None:
     for replica in replicas:
         if replica.running:
-            with _admin(replica.port) as client:
+            with admin(replica.port) as client:
                 client.config_set("masteruser", "")
                 client.config_set("masterauth", "")
 
@@ -131,12 +133,12 @@ class DevCluster:
         return [s for s in self.servers if s.running]
 
     def node_id(self, server: RedisServer) -> str:
-        with _admin(server.port) as client:
+        with admin(server.port) as client:
             return bytes(client.execute_command("CLUSTER", "MYID")).decode()
 
     def _slots(self, server: RedisServer) -> dict[int, int]:
         """slot range start -> master port, as `server` sees the cluster."""
-        with _admin(server.port) as client:
+        with admin(server.port) as client:
             ranges = client.execute_command("CLUSTER", "SLOTS")
         return {int(r[0]): int(r[2][1]) for r in ranges}
 
@@ -146,7 +148,7 @@ class DevCluster:
         return [s for s in self.running() if s.port in ports]
 
     def master_of_slot(self, slot: int) -> RedisServer:
-        with _admin(self.running()[0].port) as client:
+        with admin(self.running()[0].port) as client:
             for r in client.execute_command("CLUSTER", "SLOTS"):
                 if int(r[0]) <= slot <= int(r[1]):
                     port = int(r[2][1])
@@ -176,7 +178,7 @@ class DevCluster:
             running = self.running()
             views = []
             for server in running:
-                with _admin(server.port) as client:
+                with admin(server.port) as client:
                     info = client.execute_command("CLUSTER", "INFO")
                     if b"cluster_state:ok" not in info:
                         return False
@@ -186,7 +188,7 @@ class DevCluster:
             masters = set(views[0].values())
             replicas_up = 0
             for port in masters:
-                with _admin(port) as client:
+                with admin(port) as client:
                     replication = client.info("replication")
                 replicas_up += sum(
                     1 for k, v in replication.items()
@@ -194,20 +196,20 @@ class DevCluster:
                 )  # fmt: skip
             return replicas_up >= min(len(running) - len(masters), self.replicas * len(masters))
 
-        _wait(healthy, "the cluster to be healthy", deadline_s)
+        wait_for(healthy, "the cluster to be healthy", deadline_s)
 
     def wait_state(self, state: str) -> None:
         """Wait until every running node says cluster_state:`state` (ok or fail)."""
 
         def reached() -> bool:
             for server in self.running():
-                with _admin(server.port) as client:
+                with admin(server.port) as client:
                     info = client.execute_command("CLUSTER", "INFO")
                 if f"cluster_state:{state}".encode() not in info:
                     return False
             return True
 
-        _wait(reached, f"cluster_state:{state} on every node")
+        wait_for(reached, f"cluster_state:{state} on every node")
 
     def kill_master_of(self, swarm: str) -> RedisServer:
         """SIGKILL the master owning `swarm`'s slot; returns it (dead). See `wait_failover`."""
@@ -222,10 +224,10 @@ class DevCluster:
             owner = self.master_of(swarm)
             if owner is dead:
                 return False
-            with _admin(owner.port) as client:
+            with admin(owner.port) as client:
                 return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
 
-        _wait(promoted, f"a replica to take over the slot of {swarm}")
+        wait_for(promoted, f"a replica to take over the slot of {swarm}")
         return self.master_of(swarm)
 
     def heal(self) -> None:
@@ -241,7 +243,7 @@ class DevCluster:
         if source is target:
             return
         source_id, target_id = self.node_id(source), self.node_id(target)
-        with _admin(source.port) as src, _admin(target.port) as dst:
+        with admin(source.port) as src, admin(target.port) as dst:
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
             while True:
@@ -253,7 +255,7 @@ class DevCluster:
             src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         for other in self.masters():
             if other not in (source, target):
-                with _admin(other.port) as client:
+                with admin(other.port) as client:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         self.wait_healthy()
 
@@ -274,144 +276,8 @@ class DevCluster:
         self.close()
 
 
-class SentinelServer(RedisServer):
-    """One `redis-server --sentinel` watching `service` at `master_port`."""
-
-    def __init__(self, workdir: Path, service: str, master_port: int, down_after_ms: int) -> None:
-        super().__init__(workdir=workdir)
-        self.config = workdir / "sentinel.conf"
-        self.config.write_text(
-            f"port {self.port}\nbind {HOST}\ndaemonize no\ndir {self.data_dir}\n"
-            f"logfile {self.log_path}\n"
-            f"sentinel monitor {service} {HOST} {master_port} 2\n"
-            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
-            f"sentinel failover-timeout {service} 10000\n"
-        )
-
-    def _command(self) -> list[str]:
-        return [redis_server_binary(), str(self.config), "--sentinel"]
-
-
-class DevSentinel:
-    """A master, `replicas` replicas and `sentinels` sentinels (quorum 2) for `service`."""
-
-    def __init__(
-        self,
-        service: str = "swarm",
-        replicas: int = 1,
-        sentinels: int = 3,
-        down_after_ms: int = 1000,
-    ) -> None:
-        self.service = service
-        self.dir = Path(tempfile.mkdtemp(prefix="swarm-sentinel-"))
-        self.master = RedisServer(workdir=self.dir / "master", extra_args=FAST_SYNC)
-        self.replicas = [
-            RedisServer(
-                workdir=self.dir / f"replica{i}",
-                extra_args=("--replicaof", HOST, str(self.master.port), *FAST_SYNC),
-            )
-            for i in range(replicas)
-        ]
-        self.sentinels = [
-            SentinelServer(self.dir / f"sentinel{i}", service, self.master.port, down_after_ms)
-            for i in range(sentinels)
-        ]
-
-    @property
-    def servers(self) -> list[RedisServer]:
-        return [self.master, *self.replicas]
-
-    def url(self, *, sentinels: int | None = None, db: int = 0) -> str:
-        chosen = self.sentinels[: sentinels or len(self.sentinels)]
-        hosts = ",".join(f"{HOST}:{s.port}" for s in chosen)
-        return f"redis+sentinel://{hosts}/{self.service}/{db}"
-
-    def start(self) -> DevSentinel:
-        self.master.start()
-        for replica in self.replicas:
-            replica.start()
-        for sentinel in self.sentinels:
-            sentinel.start()
-        self.wait_healthy()
-        return self
-
-    def current_master(self) -> RedisServer:
-        """The server the sentinels name as master (they agree once a failover is over)."""
-        ports = set()
-        for sentinel in self.sentinels:
-            if not sentinel.running:
-                continue
-            with _admin(sentinel.port) as client:
-                addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
-            ports.add(int(addr[1]))
-        if len(ports) != 1:
-            raise RedisServerError(f"sentinels disagree on the master: {sorted(ports)}")
-        port = ports.pop()
-        return next(s for s in self.servers if s.port == port)
-
-    def wait_healthy(self) -> None:
-        """The master named by every sentinel is up with every other server replicating it,
-        and every sentinel knows the others (so they can reach a quorum)."""
-
-        def healthy() -> bool:
-            master = self.current_master()
-            if not master.running:
-                return False
-            with _admin(master.port) as client:
-                replication = client.info("replication")
-            if replication.get("role") != "master":
-                return False
-            online = sum(
-                1 for k, v in replication.items()
-                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-            )  # fmt: skip
-            if online < sum(1 for s in self.servers if s.running) - 1:
-                return False
-            for sentinel in self.sentinels:
-                with _admin(sentinel.port) as client:
-                    known = client.execute_command("SENTINEL", "SENTINELS", self.service)
-                if len(known) < len(self.sentinels) - 1:
-                    return False
-            return True
-
-        _wait(healthy, "sentinels, master and replicas to be ready")
-
-    def kill_master(self) -> RedisServer:
-        master = self.current_master()
-        master.kill()
-        return master
-
-    def wait_failover(self, dead: RedisServer) -> RedisServer:
-        def promoted() -> bool:
-            master = self.current_master()
-            if master is dead or not master.running:
-                return False
-            with _admin(master.port) as client:
-                return bool(client.info("replication").get("role") == "master")
-
-        _wait(promoted, "the sentinels to promote a replica")
-        return self.current_master()
-
-    def close(self) -> None:
-        for server in [*self.sentinels, *self.servers]:
-            server.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> DevSentinel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 __all__ = [
     "DevCluster",
-    "DevSentinel",
     "cut_replication",
     "free_port",
     "replicas_of",

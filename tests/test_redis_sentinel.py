@@ -26,7 +26,8 @@ from daemon_harness import (
 )
 from topology_harness import daemons, late_joiner_rebuilds, runtime_of
 
-from swarm.devcluster import DevSentinel, cut_replication, restore_replication
+from swarm.devcluster import cut_replication, restore_replication
+from swarm.devsentinel import DevSentinel
 
 pytestmark = pytest.mark.slow
 
