@@ -20,6 +20,7 @@ from daemon_harness import (
     assert_each_line_once,
     awaitable_bursts,
     converged,
+    daemon_env,
     describe,
     in_thread,
     merged_writes,
@@ -223,3 +224,19 @@ async def test_the_documented_cluster_acl_is_enough(
         with redis.Redis(host=HOST, port=server.port) as admin:
             denied += [e for e in admin.acl_log() if e.get("username") == f"swarm-{swarm}"]
     assert denied == [], f"the documented ACL refused the swarm something: {denied}"
+
+    # swarm doctor checks a cluster user against the same list: this one may, one without the
+    # cluster additions may not.
+    lacking = documented_acl("security.md", swarm)[0].replace(f"swarm-{swarm}", "lacking", 1)
+    for server in redis_cluster.servers:
+        with redis.Redis(host=HOST, port=server.port) as admin:
+            admin.execute_command(*lacking.split())
+    for user, verdict in ((f"swarm-{swarm}", "ok    acl:"), ("lacking", "FAIL  acl:")):
+        env = daemon_env({"SWARM_REDIS_USERNAME": user, "SWARM_REDIS_PASSWORD": "s3cret"})
+        done = await in_thread(
+            run_cli, "doctor", "--dir", str(tmp_path), "--swarm", swarm,
+            "--redis-url", urls[0], env=env, timeout=40,
+        )  # fmt: skip
+        line = next(x for x in done.stdout.splitlines() if " acl:" in x)
+        assert line.startswith(verdict), done.stdout + done.stderr
+    assert "spublish" in line and "ssubscribe" in line, line

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
     RedisError,
     ResponseError,
 )
@@ -117,6 +118,7 @@ def _connection_problem(exc: BaseException, url: str) -> tuple[str, str]:
 class Connection:
     check: Check
     client: Redis | None = None  # None when Redis cannot be used
+    cluster: bool = False  # `client` is the master of the swarm's slot in a Redis Cluster
 
 
 async def connect(settings: SwarmSettings) -> Connection:
@@ -129,7 +131,7 @@ async def connect(settings: SwarmSettings) -> Connection:
     )
     shown = redact(url)
     try:
-        client = await _client_for_swarm(url, settings.swarm, security)
+        client, cluster = await _client_for_swarm(url, settings.swarm, security)
     except (RedisError, OSError, TimeoutError) as exc:
         problem, fix = _connection_problem(exc, url)
         return Connection(Check("redis", Status.FAIL, f"{shown}: {problem}", fix))
@@ -165,29 +167,40 @@ async def connect(settings: SwarmSettings) -> Connection:
         )
     else:
         check = Check("redis", Status.OK, found)
-    return Connection(check, client)
+    return Connection(check, client, cluster)
 
 
-async def _client_for_swarm(url: str, swarm: str, security: RedisSecurity) -> Redis:
-    """A client to the server that holds `swarm`: the one the URL names, Sentinel's master, or on
-    a cluster the master of the swarm's slot (its keys and ACL are checked there)."""
+async def _client_for_swarm(
+    url: str, swarm: str, security: RedisSecurity
+) -> tuple[Redis, bool]:
+    """A client to the server that holds `swarm` (the one the URL names, Sentinel's master, or on
+    a cluster the master of the swarm's slot: its keys and ACL are checked there), and whether it
+    is a cluster's."""
     deployment = Deployment(url, ClientOptions(security=security))
     if deployment.kind == PLAIN:
         target = url
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                await deployment.resolve()
+                try:
+                    await deployment.resolve()
+                except NoPermissionError:
+                    if not deployment.cluster_node:
+                        raise
+                    # A cluster this user may not map: the ACL check below names what it lacks.
+                    client = make_client(url, retry=Retry(NoBackoff(), 0), security=security)
+                    return client, True
             if deployment.cluster is not None:
                 node = deployment.cluster.get_node_from_key(SwarmKeys.for_swarm(swarm).log)
                 if node is not None:
                     target = node_url(url, node.host, int(node.port))
         finally:
             await deployment.aclose()
-        return make_client(target, retry=Retry(NoBackoff(), 0), security=security)
+        client = make_client(target, retry=Retry(NoBackoff(), 0), security=security)
+        return client, deployment.cluster is not None
     async with asyncio.timeout(TIMEOUT_S):
         await deployment.resolve()  # Sentinel: says what is wrong with the service in one line
     assert isinstance(deployment.client, Redis)
-    return deployment.client
+    return deployment.client, False
 
 
 def _pairs(reply: Any) -> dict[str, Any]:

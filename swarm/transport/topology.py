@@ -146,6 +146,7 @@ class Deployment:
         self.options = options
         self.where = where(url)
         self.resolved = False
+        self.cluster_node = False  # the URL names a node of a Redis Cluster (CLUSTER INFO answered)
         self.sentinel_target: SentinelTarget | None = None
         self._sentinel: Sentinel | None = None
         self.cluster: RedisCluster | None = None
@@ -229,6 +230,10 @@ class Deployment:
         if self.kind == SENTINEL:
             await self._check_sentinel()
         elif not self.url.startswith("unix://") and await self._cluster_enabled():
+            self.cluster_node = True
+            # redis-py would report a refused slot map as "cluster mode is not enabled": ask
+            # first, so an ACL without +cluster|slots is reported as what it is.
+            await self.client.execute_command("CLUSTER", "SLOTS")
             cluster = self._cluster_client()
             try:
                 try:
