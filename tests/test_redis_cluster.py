@@ -7,7 +7,6 @@ slot moves to another master while agents write.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from contextlib import AsyncExitStack
@@ -27,7 +26,7 @@ from daemon_harness import (
     run_cli,
     wait_until_async,
 )
-from topology_harness import daemons, late_joiner_rebuilds, runtime_of
+from topology_harness import Bursts, daemons, late_joiner_rebuilds, runtime_of
 
 from swarm.devcluster import (
     DevCluster,
@@ -103,24 +102,19 @@ async def test_master_killed_mid_burst_loses_no_edit(
     async with daemons(tmp_path, swarm, others[:2], ["a", "b"]) as group:
         agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
                   enumerate(group)]  # fmt: skip
-        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=4.0))
         replicators = [runtime_of(d).replicator for d in group]
-        await wait_until_async(
-            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
-        )
+        bursts = Bursts(agents, replicators)
+        await bursts.until_published(20, "the burst under way")
         # The replica stops getting writes the master still acknowledges, then the master dies:
         # the replica promoted lacks entries the daemons had confirmed.
         replicas = replicas_of(master, redis_cluster.servers)
         cut_replication(replicas)
-        published = sum(r.counters.published for r in replicators)
-        await wait_until_async(
-            lambda: sum(r.counters.published for r in replicators) >= published + 10,
-            "more edits acknowledged by the master alone",
-        )
+        await bursts.until_published(10, "more edits acknowledged by the master alone")
         master.kill()
         restore_replication(replicas)
         await in_thread(redis_cluster.wait_failover, swarm, master)
-        await burst
+        await bursts.until_published(10, "edits published to the new master")
+        await bursts.stop()
         expected = merged_writes(agents)
         folders = [d.dir for d in group]
         await wait_until_async(
@@ -154,18 +148,17 @@ async def test_slot_resharded_to_another_master_while_edits_flow(
         await wait_until_async(lambda: shard_subscribers(source, swarm) == 2, "both subscribed")
         agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
                   enumerate(group)]  # fmt: skip
-        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=3.0))
         replicators = [runtime_of(d).replicator for d in group]
-        await wait_until_async(
-            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
-        )
+        bursts = Bursts(agents, replicators)
+        await bursts.until_published(20, "the burst under way")
         await in_thread(redis_cluster.move_slot, swarm_slot(swarm), target)
         assert redis_cluster.master_of(swarm) is target
         # Live updates follow the slot: both daemons subscribe again on its new master.
         await wait_until_async(
             lambda: shard_subscribers(target, swarm) == 2, "both subscribed on the new master"
         )
-        await burst
+        await bursts.until_published(10, "edits published to the new master")
+        await bursts.stop()
         expected = merged_writes(agents)
         folders = [d.dir for d in group]
         await wait_until_async(

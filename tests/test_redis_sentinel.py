@@ -7,7 +7,6 @@ and a wrong URL says what is wrong in one line.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from daemon_harness import (
     Agent,
     assert_each_line_once,
-    awaitable_bursts,
     converged,
     describe,
     in_thread,
@@ -24,7 +22,7 @@ from daemon_harness import (
     run_cli,
     wait_until_async,
 )
-from topology_harness import daemons, late_joiner_rebuilds, runtime_of
+from topology_harness import Bursts, daemons, late_joiner_rebuilds, runtime_of
 
 from swarm.devcluster import cut_replication, restore_replication
 from swarm.devsentinel import DevSentinel
@@ -52,23 +50,18 @@ async def test_master_killed_mid_burst_is_followed_and_loses_no_edit(
         assert all(runtime_of(d).transport.topology == "sentinel" for d in group)
         agents = [Agent(d.dir, d.settings.node or "", seed=i, in_place=0.0) for i, d in
                   enumerate(group)]  # fmt: skip
-        burst = asyncio.ensure_future(awaitable_bursts(agents, seconds=4.0))
         replicators = [runtime_of(d).replicator for d in group]
-        await wait_until_async(
-            lambda: sum(r.counters.published for r in replicators) >= 20, "the burst under way"
-        )
+        bursts = Bursts(agents, replicators)
+        await bursts.until_published(20, "the burst under way")
         master = sentinel.current_master()
         cut_replication(sentinel.replicas)  # the replica now misses what the master confirms
-        published = sum(r.counters.published for r in replicators)
-        await wait_until_async(
-            lambda: sum(r.counters.published for r in replicators) >= published + 10,
-            "more edits acknowledged by the master alone",
-        )
+        await bursts.until_published(10, "more edits acknowledged by the master alone")
         master.kill()
         restore_replication(sentinel.replicas)
         promoted = await in_thread(sentinel.wait_failover, master)
         assert promoted is not master
-        await burst
+        await bursts.until_published(10, "edits published to the new master")
+        await bursts.stop()
         expected = merged_writes(agents)
         folders = [d.dir for d in group]
         await wait_until_async(

@@ -3,13 +3,51 @@ each enter through a URL of their own, and a late joiner that must rebuild from 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from daemon_harness import InProcessDaemon, daemon_settings, describe, read_tree, wait_until_async
+from daemon_harness import (
+    Agent,
+    InProcessDaemon,
+    awaitable_bursts,
+    daemon_settings,
+    describe,
+    read_tree,
+    wait_until_async,
+)
 
 from swarm.daemon import Runtime
+from swarm.replication import Replicator
+
+BURST_CAP_S = 90.0  # agents stop when told; this only bounds a test that never tells them
+
+
+class Bursts:
+    """Agents writing until told to stop, not for a fixed time: what a test makes happen meanwhile
+    (a failover, a reshard) happens while they write, however slow the machine is."""
+
+    def __init__(self, agents: list[Agent], replicators: list[Replicator]) -> None:
+        self.agents = agents
+        self.replicators = replicators
+        self._stop = threading.Event()
+        self._task = asyncio.ensure_future(
+            awaitable_bursts(agents, seconds=BURST_CAP_S, stop=self._stop)
+        )
+
+    def published(self) -> int:
+        return sum(r.counters.published for r in self.replicators)
+
+    async def until_published(self, more: int, what: str) -> None:
+        """Wait until the daemons published `more` envelopes than now."""
+        start = self.published()
+        await wait_until_async(lambda: self.published() >= start + more, what)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._task
 
 
 def runtime_of(daemon: InProcessDaemon) -> Runtime:
