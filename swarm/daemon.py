@@ -128,6 +128,8 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
         delete_guard_share=settings.delete_guard_share,
         new_files_per_minute=settings.new_files_per_minute,
         new_mb_per_minute=settings.new_mb_per_minute,
+        node_id=node_id,
+        role=settings.role,
     )
     node = Node(options, store)
     node.load()

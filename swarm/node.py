@@ -53,6 +53,7 @@ from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
+from swarm.memory.stamps import Author
 from swarm.merges import MergeJournal
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
@@ -99,6 +100,9 @@ class NodeOptions:
     # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
     new_files_per_minute: int = DEFAULT_FILES
     new_mb_per_minute: float = DEFAULT_MB
+    # Who this node is: recorded in the documents with every local change (swarm blame).
+    node_id: str = ""
+    role: str = ""
 
 
 @dataclass
@@ -166,6 +170,7 @@ class Node:
         # Old files renders took from writers still writing them (render.py), and a crash's.
         self._displaced = DisplacedWatch(self._merge_displaced)
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
+        self.author = Author(options.node_id, options.role) if options.node_id else None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -241,12 +246,12 @@ class Node:
 
     def _restore(self, path: str) -> MemoryDoc:
         try:
-            doc = MemoryDoc.restore(path, self.store.load_doc(path))
+            doc = MemoryDoc.restore(path, self.store.load_doc(path), self.author)
         except UpdateError as exc:
             # A stored update pycrdt now refuses: keep what can be applied, say so once.
             self.counters.last_error = str(exc)
             log.error("restoring %s: %s", path, exc)
-            doc = MemoryDoc(path)
+            doc = MemoryDoc(path, author=self.author)
             for update in self.store.load_doc(path):
                 try:
                     doc.apply(update)
@@ -314,7 +319,7 @@ class Node:
     def doc(self, path: str) -> MemoryDoc:
         doc = self.docs.get(path)
         if doc is None or doc.broken:
-            doc = self._restore(path) if doc is not None else MemoryDoc(path)
+            doc = self._restore(path) if doc is not None else MemoryDoc(path, author=self.author)
             self.docs[path] = doc
         return doc
 
