@@ -402,7 +402,7 @@ class Store:
 
     def _trim_audit(self, path: str) -> None:
         """Fold the audit history older than `AUDIT_KEEP_S`, or beyond `AUDIT_KEEP_BYTES`
-        (the newest always kept), into its base: `swarm rollback` reaches back as far as what is left."""
+        (the newest always kept), into its base: `swarm rollback` reaches back to what is left."""
         conn = self._conn
         rows = conn.execute(
             "SELECT seq, data, at FROM audit_log WHERE path = ? ORDER BY seq DESC", (path,)

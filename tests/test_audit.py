@@ -135,7 +135,9 @@ def test_times_parse_as_users_type_them() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.sampled_from(["a\n", "b\n", "c\n", "d\n"]), min_size=1, max_size=6), st.data())
-def test_blame_agrees_on_two_replicas_whatever_the_writes(lines: list[str], data: st.DataObject) -> None:
+def test_blame_agrees_on_two_replicas_whatever_the_writes(
+    lines: list[str], data: st.DataObject
+) -> None:
     a = MemoryDoc("M.md", author=Author("a"))
     b = MemoryDoc("M.md", author=Author("b"))
     b.apply(a.write("".join(lines)))
