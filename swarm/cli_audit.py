@@ -93,4 +93,63 @@ def log_command(
 
 _SHOWN = 5  # lines of each side of an edit shown (--json has them all)
 
-COMMANDS = (blame, log_command)
+
+@click.command()
+@click.argument("path")
+@dir_option
+@state_option
+@click.option("--to", "to", help="Make the content what it was then: ISO 8601 or an age (-30m).")
+@click.option("--undo-node", help="Remove what this node wrote (with --since), keep the rest.")
+@click.option("--since", help="With --undo-node: from then on (ISO 8601 or an age).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rollback(
+    path: str,
+    dir_: Path | None,
+    state_dir: Path | None,
+    to: str | None,
+    undo_node: str | None,
+    since: str | None,
+    yes: bool,
+) -> None:
+    """Roll PATH back, on every node, as a new edit of this node (history is kept: a rollback
+    can be rolled back). Shows the change and asks first unless --yes. Needs this node's daemon;
+    other nodes may be offline (they merge it when back)."""
+    import asyncio
+
+    from swarm.audit.when import parse_moment
+    from swarm.control_client import ControlClient, ControlError, DaemonUnavailable
+
+    rel = _clean_path(path)
+    if (to is None) == (undo_node is None) or (undo_node is not None) != (since is not None):
+        _fail("give either --to TIME, or --undo-node NODE with --since TIME")
+    body: dict[str, object] = {"path": rel}
+    try:
+        if to is not None:
+            body["to"] = parse_moment(to)
+        else:
+            body["undo_node"], body["since"] = undo_node, parse_moment(since or "")
+    except ValueError as exc:
+        _fail(str(exc))
+    client = ControlClient(_local(dir_, state_dir).resolved_state_dir)
+    try:
+        preview = asyncio.run(client.post("/v1/rollback", body))
+        if not preview["changed"]:
+            click.echo(f"{rel} already holds that content: nothing to roll back")
+            return
+        click.echo(preview["diff"], nl=False)
+        if not yes and not click.confirm(f"Make this the content of {rel} on every node?"):
+            click.echo("not rolled back")
+            sys.exit(1)
+        answer = asyncio.run(
+            client.post("/v1/rollback", {**body, "apply": True, "expect": preview["expect"]})
+        )
+    except DaemonUnavailable:
+        _fail("no daemon is running for this folder: start it (a rollback is an edit it sends)")
+        return
+    except ControlError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"rolled back {rel}" if answer["applied"] else f"{rel}: nothing to roll back")
+
+
+COMMANDS = (blame, log_command, rollback)

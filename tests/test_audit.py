@@ -154,3 +154,27 @@ def test_blame_agrees_on_two_replicas_whatever_the_writes(
 
 def split(text: str) -> list[str]:
     return text.splitlines(keepends=True)
+
+
+def test_undoing_a_node_reverts_its_edits_and_keeps_the_others(tmp_path: Path) -> None:
+    from swarm.audit.rollback import text_without
+
+    a = MemoryDoc("M.md", author=Author("a"))
+    b = MemoryDoc("M.md", author=Author("b"))
+    with Store(tmp_path) as store:
+
+        def edit(writer: MemoryDoc, other: MemoryDoc, text: str) -> None:
+            update = writer.write(text, [writer.content])
+            assert update is not None
+            other.apply(update)
+            store.append_update("M.md", update, local=writer is a)
+
+        edit(a, b, "keep\nold b target\n")
+        edit(b, a, "keep\nb line\n")  # b replaces a line
+        edit(a, b, "keep\nb line\na line\n")
+        edit(b, a, "b second\nkeep\nb line\na line\n")
+        history = load(store, "M.md", a)
+    since = history.edits[1].at or 0.0
+    assert text_without(history, a.content, "b", since) == "keep\nold b target\na line\n"
+    with pytest.raises(HistoryError):
+        text_without(history, a.content, "b", since - 3600)
