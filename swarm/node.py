@@ -57,6 +57,7 @@ from swarm.memory.stamps import Author
 from swarm.merges import MergeJournal
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
+from swarm.protect.guard import LOCAL_WRITE, Protection
 from swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class Node:
         self._displaced = DisplacedWatch(self._merge_displaced)
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
         self.author = Author(options.node_id, options.role) if options.node_id else None
+        self.protection = Protection(options.node_id)  # guarded files (swarm/protect/): off
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -345,6 +347,9 @@ class Node:
         if result.missing:
             if self.deletions_held is not None:
                 return
+            if existed and self.protection.refuses_local(path):
+                self._refuse_local(path, None)
+                return
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
@@ -363,9 +368,27 @@ class Node:
             self._stats[path] = result.stat
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
+        if self.protection.refuses_local(path):
+            self._refuse_local(path, result.text)
+            return
         if not self.flood.admit(path, result.text, self.docs.get(path)):
             return  # held by the new-file budget until confirmed (swarm/flood.py)
         self._ingest_text(path, result.text)
+
+    def _refuse_local(self, path: str, text: str | None) -> None:
+        """An agent here changed (or, `text` None, deleted) a protected file, and this node is
+        not one of its writers: nothing is sent; the attempt is kept in the store (`swarm
+        history`), counted for status, and the disk goes back to the swarm's version (a file the
+        swarm has no version of is left as it is)."""
+        self.protection.refuse(self.options.node_id or "this node", path, LOCAL_WRITE)
+        doc = self.docs.get(path)
+        with self.store.batch():
+            if text is not None:
+                self.store.keep_refused(path, text)
+                self._record_version(path, text)  # what the disk holds: the render replaces it
+            self._set_existed(path, text is not None)
+        if doc is not None and not doc.is_empty:
+            self.mark_dirty(path)
 
     async def close(self) -> None:
         """Cancel retries still scheduled (before the store closes under them)."""
@@ -787,6 +810,10 @@ class Node:
                 handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
                 return
+            if self.protection.refuses_local(path):
+                self.protection.refuse(self.options.node_id, path, LOCAL_WRITE)
+                self.store.keep_refused(path, text)
+                return
             doc = self.doc(path)
             bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
             update = doc.write(text, bases)
@@ -964,6 +991,8 @@ class Node:
         Returns the document's state vector right after, and the outbox id (None: no change)."""
         if self.refuses(path):
             raise ValueError(f"{path} is not synced by this node")
+        if self.protection.refuses_local(path):
+            raise ValueError(f"{path} is protected and this node is not one of its writers")
         async with self._lock(path):
             doc = self.doc(path)
             current = doc.content if doc.exists else ""

@@ -190,9 +190,11 @@ class Replicator:
                 if len(update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
                     log.error("cannot publish an update of %s: %d bytes", path, len(update))
                     continue
-                sendable.append(
+                env = self.node.protection.outgoing(
                     Envelope(self.options.swarm, path, self.options.node_id, Kind.UPDATE, update)
                 )
+                if env is not None:  # None: a protected file's fix-up on a node not its writer
+                    sendable.append(env)
             if self.redis is not None:
                 try:
                     receipts = await self.redis.publish_many(sendable) if sendable else []
@@ -213,6 +215,10 @@ class Replicator:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
+        sendable = self.node.protection.outgoing(env)  # signed, or None: not ours to send
+        if sendable is None:
+            return
+        env = sendable
         if self.redis is not None:
             prev, stream_id = await self.redis.publish_chained(env)
             self._link(prev, stream_id)
@@ -247,7 +253,8 @@ class Replicator:
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload, env.sender)
+            if self.node.protection.admits(env):
+                self.node.apply_remote(env.path, env.payload, env.sender)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
@@ -335,6 +342,9 @@ class Replicator:
         after = self.cursor
         if self.cursor == "0-0" or (first and _stream_key(first) > _stream_key(self.cursor)):
             snapshots = await self.redis.snapshots()
+            for path, env in self.redis.snapshot_envelopes.items():
+                if not self.node.protection.admits(env):
+                    del snapshots[path]  # a protected file's, not signed by a writer
             with store.batch():
                 for path, (_covered, state) in snapshots.items():
                     self.node.apply_remote(path, state)
@@ -383,7 +393,11 @@ class Replicator:
         senders: dict[str, set[str]] = {}
         for message in messages:
             env = message.envelope
-            if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+            if (
+                env.sender != self.options.node_id
+                and env.kind in (Kind.UPDATE, Kind.STATE)
+                and self.node.protection.admits(env)
+            ):
                 by_path.setdefault(env.path, []).append(env.payload)
                 senders.setdefault(env.path, set()).add(env.sender)
         with self.node.store.batch():
@@ -426,6 +440,7 @@ class Replicator:
             "files_held": node.flood.report(),
             "disk": node.health.summary(node.disk_states()),
             "refused": node.edge.refused(),
+            "protected_refused": node.protection.report(),
             "not_synced": node.not_synced.to_json(),
             "files_digest": digest,
             "files": files,
@@ -586,7 +601,13 @@ class Replicator:
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
-            if await self.redis.put_snapshot(path, covered, doc.encode_state()):
+            state = doc.encode_state()
+            env = self.node.protection.outgoing(
+                Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)
+            )
+            if env is None:
+                continue  # a protected file: only its writers vouch for a snapshot of it
+            if await self.redis.put_snapshot(path, covered, state, env.signature):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
         await self.redis.trim_log()

@@ -44,7 +44,15 @@ CREATE TABLE audit_log (
     at REAL
 );
 CREATE INDEX audit_log_by_path ON audit_log (path, seq);
+CREATE TABLE refused_writes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    at REAL NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX refused_writes_by_path ON refused_writes (path, seq);
 """
+_REFUSED_KEPT = 16  # per path: what agents here tried to write to a protected file
 # AUTOINCREMENT on the outbox so an acknowledged id is never handed out again: a late ack
 # for an old id must not drop a newer, unsent entry.
 _SCHEMA = """
@@ -426,6 +434,28 @@ class Store:
             (path, state, folded[-1][1]),
         )
         conn.execute("DELETE FROM audit_log WHERE path = ? AND seq <= ?", (path, cut))
+
+    # -- refused writes (protected files, swarm/protect/) -----------------------------------
+
+    def keep_refused(self, path: str, content: str) -> None:
+        """Keep what an agent here tried to write to a protected file (the newest few)."""
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO refused_writes (path, at, content) VALUES (?, ?, ?)",
+                (path, time.time(), content),
+            )
+            self._conn.execute(
+                "DELETE FROM refused_writes WHERE path = ? AND seq NOT IN ("
+                " SELECT seq FROM refused_writes WHERE path = ? ORDER BY seq DESC LIMIT ?)",
+                (path, path, _REFUSED_KEPT),
+            )
+
+    def refused_writes(self, path: str) -> list[tuple[float, str]]:
+        """(when, content) of the writes kept by `keep_refused`, newest first."""
+        rows = self._conn.execute(
+            "SELECT at, content FROM refused_writes WHERE path = ? ORDER BY seq DESC", (path,)
+        )
+        return [(float(at), str(content)) for at, content in rows]
 
     # -- outbox -----------------------------------------------------------------------------
 
