@@ -4,10 +4,13 @@ was computed from."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
-from swarm.audit.history import load
+from swarm.audit.history import replay
 from swarm.audit.rollback import digest, text_to, text_without, unified
+from swarm.bridge import RenderConflict, RenderError
+from swarm.memory.stamps import Stamps
 
 if TYPE_CHECKING:
     from swarm.daemon import Runtime
@@ -28,19 +31,22 @@ async def rollback(runtime: Runtime, rel: str, body: dict[str, Any]) -> dict[str
     if not (isinstance(to, int | float) or by_node):
         raise RollbackRefused("give 'to' (a time), or 'undo_node' and 'since'")
 
-    def target_of(current: str) -> str:
-        history = load(runtime.store, rel, node.docs[rel])
+    doc = node.docs[rel]
+    current = doc.content if doc.exists else ""
+    start, updates = runtime.store.history(rel)
+    stamps = Stamps(doc.crdt)
+
+    def compute() -> str:  # in a worker thread: replaying a long history takes a while
+        history = replay(rel, start, updates, stamps)
         if isinstance(to, int | float):
             return text_to(history, float(to))
         assert isinstance(undo, str) and isinstance(since, int | float)
         return text_without(history, current, undo, float(since))
 
-    doc = node.docs[rel]
-    current = doc.content if doc.exists else ""
-    target = target_of(current)
+    target = await asyncio.to_thread(compute)
     answer = {"path": rel, "diff": unified(rel, current, target), "expect": digest(current),
               "changed": target != current, "applied": False}  # fmt: skip
-    if not body.get("apply") or target == current:
+    if not body.get("apply") or not answer["changed"]:
         return answer
     if body.get("expect") != digest(current):
         raise RollbackRefused(f"{rel} changed since the preview; run the rollback again")
@@ -51,5 +57,8 @@ async def rollback(runtime: Runtime, rel: str, body: dict[str, Any]) -> dict[str
         return target
 
     await node.edit(rel, change)
-    await node.render(rel)
+    try:
+        await node.render(rel)  # the file shows it when the command returns
+    except (RenderError, RenderConflict) as exc:  # made and sent all the same; rendered later
+        return {**answer, "applied": True, "render_error": str(exc) or type(exc).__name__}
     return {**answer, "applied": True}

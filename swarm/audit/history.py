@@ -16,7 +16,7 @@ from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.diff import line_edits
 from swarm.memory.stamps import Stamps
 from swarm.memory.text import split_lines
-from swarm.store import Store
+from swarm.store import Store, Update
 
 
 class HistoryError(ValueError):
@@ -76,7 +76,14 @@ def load(store: Store, path: str, current: MemoryDoc | None = None) -> History:
     start, updates = store.history(path)
     if current is None:
         current = MemoryDoc.restore(path, store.load_doc(path))
-    stamps = Stamps(current.crdt)
+    return replay(path, start, updates, Stamps(current.crdt))
+
+
+def replay(
+    path: str, start: tuple[bytes, float | None] | None, updates: list[Update], stamps: Stamps
+) -> History:
+    """The edits `updates` make, from `start`. Touches no store or live document: a daemon runs
+    it in a worker thread (a long history takes a second)."""
     doc = MemoryDoc(path)
     if start is not None:
         doc.integrate(start[0])
@@ -90,10 +97,10 @@ def load(store: Store, path: str, current: MemoryDoc | None = None) -> History:
             doc = MemoryDoc.restore(path, [doc.encode_state()])  # skipped, as the node did
             continue
         after = _text(doc)
-        grown = [c for c, clock in doc.state_vector_dict().items() if clock > before_sv.get(c, 0)]
-        nodes = sorted({a.node for c in grown if (a := stamps.author(c)) is not None})
         if before == after:
             continue
+        grown = [c for c, clock in doc.state_vector_dict().items() if clock > before_sv.get(c, 0)]
+        nodes = sorted({a.node for c in grown if (a := stamps.author(c)) is not None})
         gone, added = _diff(before, after)
         edits.append(Edit(update.at, tuple(nodes or ["unknown"]), before, after, added, gone))
     return History(path, first, start[1] if start else None, edits)
