@@ -78,8 +78,11 @@ def log_command(
     click.echo(f"{rel}: history held since {shown(answer['history_since'])}")
     for edit in answer["edits"]:
         state = "" if edit["exists"] else "  (file deleted)"
+        who = ", ".join(edit["nodes"])
+        if edit["catch_up"]:
+            who = f"caught up from a state of {who}"
         click.echo(
-            f"{shown(edit['at'])}  {', '.join(edit['nodes'])}  "
+            f"{shown(edit['at'])}  {who}  "
             f"+{len(edit['added'])} -{len(edit['removed'])}{state}"
         )
         for line in edit["removed"][:_SHOWN]:

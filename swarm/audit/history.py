@@ -26,7 +26,7 @@ class HistoryError(ValueError):
 @dataclass(frozen=True)
 class Edit:
     at: float | None  # when the update entered this node's log (None: before times were kept)
-    nodes: tuple[str, ...]  # who made it; several for a full state read at catch-up
+    nodes: tuple[str, ...]  # who made it; several: a full state (a snapshot read at catch-up)
     before: str | None  # the file before (None: it did not exist)
     after: str | None
     added: list[str] = field(default_factory=list)
@@ -34,7 +34,8 @@ class Edit:
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.at, "nodes": list(self.nodes), "added": self.added,
-                "removed": self.removed, "exists": self.after is not None}  # fmt: skip
+                "removed": self.removed, "exists": self.after is not None,
+                "catch_up": len(self.nodes) > 1}  # fmt: skip
 
 
 @dataclass(frozen=True)
