@@ -10,6 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import httpx2
 import pytest
 import redis
 from daemon_harness import (
@@ -24,7 +25,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc
 from swarm.protect.keys import node_key
 from swarm.transport.redis_keys import SwarmKeys
@@ -79,7 +80,9 @@ def test_only_the_listed_writer_changes_soul_md_anywhere(
 ) -> None:
     url = redis_server.url
     with DaemonGroup(tmp_path, url) as group:
-        a, b, c = group.add("a"), group.add("b"), group.add("c")
+        port = free_port()
+        a, b = group.add("a"), group.add("b")
+        c = group.add("c", extra_args=("--http", f"127.0.0.1:{port}"))
         writers = {"SWARM_WRITERS": writer_entry_of(a)}
         for daemon in (a, b, c):
             daemon.env.update(writers)
@@ -139,6 +142,10 @@ def test_only_the_listed_writer_changes_soul_md_anywhere(
             assert not (daemon.dir / "safety").exists()
         text = run_cli("status", "--swarm", "team", "--redis-url", url)
         assert "refused" in text.stdout and "mallory" in text.stdout, text.stdout
+        metrics = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        counted = [line for line in metrics.splitlines()
+                   if line.startswith("swarm_protected_refused_total ")]  # fmt: skip
+        assert counted and float(counted[0].split()[1]) >= 3, counted
 
         # A node joining later gets SOUL.md (from the log, or a snapshot only a writer signs).
         client = redis.Redis.from_url(url)
