@@ -45,6 +45,7 @@ _INBOUND_BATCH = 512
 _GAP_GRACE_S = 0.1  # how long a hole in the chain of log ids may last before the log is read
 _READ_BATCH = 10_000
 _RENDER_HOLD_S = 3.0  # longest a catch-up keeps files from being rendered in one go
+_LEASE_YIELD_ROUNDS = 3  # compaction rounds a non-writer leaves the lease to a protected file's
 
 
 @dataclass
@@ -103,6 +104,10 @@ class Replicator:
         self._gap_cursor = "0-0"  # the cursor when a hole in the chain of ids was noticed
         self._wanted: dict[str, vector.StateVector] = {}
         self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
+        # Protected files this node may not snapshot: path -> digest when last seen changed,
+        # and compaction rounds left before it takes the lease again (see compact_once).
+        self._protected_seen: dict[str, str] = {}
+        self._lease_yield = 0
         self._facts: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (revision, facts)
         self.started_at = time.time()
         self.host = socket.gethostname()
@@ -592,11 +597,15 @@ class Replicator:
         the log behind the snapshots. Safe if two nodes briefly both do it: snapshots never move
         backwards and each holds everything up to its covered id."""
         assert self.redis is not None
+        if self._lease_yield > 0:  # leaving the lease to a writer for a while (see below)
+            self._lease_yield -= 1
+            return False
         if not await self.redis.acquire_lease(self.options.lease_ttl_ms):
             return False
         covered = self.cursor
         if covered == "0-0":
             return False
+        protected_changed = False
         for path, doc in list(self.node.docs.items()):
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
@@ -605,8 +614,10 @@ class Replicator:
             env = self.node.protection.outgoing(
                 Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)
             )
-            if env is None:
-                continue  # a protected file: only its writers vouch for a snapshot of it
+            if env is None:  # a protected file: only its writers vouch for a snapshot of it
+                protected_changed |= self._protected_seen.get(path) != digest
+                self._protected_seen[path] = digest
+                continue
             if await self.redis.put_snapshot(path, covered, state, env.signature):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
@@ -616,6 +627,11 @@ class Replicator:
             log.info(
                 "forgot nodes silent for %.0f s: %s", self.options.forget_nodes_after, forgotten
             )
+        if protected_changed:
+            # The log is trimmed only behind snapshots, and only a writer may write a protected
+            # file's: a non-writer that kept the lease would let the log grow for good.
+            await self.redis.release_lease()
+            self._lease_yield = _LEASE_YIELD_ROUNDS
         return True
 
 

@@ -17,17 +17,22 @@ from daemon_harness import (
     REPO,
     DaemonGroup,
     DaemonProcess,
+    InProcessDaemon,
     daemon_env,
+    daemon_settings,
     read_tree,
     run_cli,
     swarm_command,
     wait_until,
+    wait_until_async,
     write_file,
 )
 
+from swarm.config import DaemonSettings
+from swarm.daemon import Runtime
 from swarm.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc
-from swarm.protect.keys import node_key
+from swarm.protect.keys import node_key, writer_entry
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind
@@ -160,3 +165,46 @@ def test_only_the_listed_writer_changes_soul_md_anywhere(
 def test_keygen_node_without_a_folder_is_one_line_of_error(tmp_path: Path) -> None:
     done = run_cli("keygen", "--node")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+
+
+class _NoTimedCompaction(InProcessDaemon):
+    """Compacts only when the test says so (compact_once), never on its own timer."""
+
+    def _before_serve(self, runtime: Runtime) -> None:
+        runtime.replicator.options.compaction_interval = 3600.0
+
+
+async def test_only_a_writer_snapshots_a_protected_file_and_a_non_writer_leaves_it_the_lease(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    entry = writer_entry("a", node_key(tmp_path / "a" / "s"))
+
+    def settings(node: str) -> DaemonSettings:
+        return daemon_settings(tmp_path / node / "m", tmp_path / node / "s", node,
+                               redis_server.url, writers=(entry,))  # fmt: skip
+
+    async with _NoTimedCompaction(settings("a")) as a, _NoTimedCompaction(settings("b")) as b:
+        assert a.runtime is not None and b.runtime is not None
+        await asyncio.to_thread(write_file, a.dir / "SOUL.md", "# Soul\n", atomic=True)
+        await asyncio.to_thread(write_file, a.dir / "MEMORY.md", "- m\n", atomic=True)
+        await wait_until_async(
+            lambda: read_tree(b.dir) == {"SOUL.md": "# Soul\n", "MEMORY.md": "- m\n"}, "b has both"
+        )
+        b_rep, a_rep = b.runtime.replicator, a.runtime.replicator
+        await wait_until_async(lambda: b_rep.caught_up and a_rep.caught_up, "caught up")
+        assert await b_rep.compact_once()
+        held = await b.runtime.transport.snapshots()
+        assert "MEMORY.md" in held and "SOUL.md" not in held  # b may not vouch for SOUL.md
+        assert not await b_rep.compact_once()  # b leaves the lease to a writer for a while
+        assert await a_rep.compact_once()
+        await a.runtime.transport.snapshots()
+        signed = a.runtime.transport.snapshot_envelopes["SOUL.md"]
+        assert signed.sender == "a" and len(signed.signature) == 64
+
+        async with InProcessDaemon(settings("late")) as late:
+            await wait_until_async(
+                lambda: read_tree(late.dir).get("SOUL.md") == "# Soul\n",
+                "the late node takes SOUL.md from a's signed snapshot",
+            )
+            assert late.runtime is not None
+            assert not late.runtime.node.protection.refusals
