@@ -85,3 +85,27 @@ def test_a_node_whose_key_is_not_the_listed_one_is_not_a_writer(tmp_path: Path) 
     listed = dict([parse_writer(writer_entry("w", node_key(tmp_path / "elsewhere")))])
     impostor = Protection("w", writers=listed, key=key)
     assert not impostor.is_writer and impostor.refuses_local("SOUL.md")
+
+
+def test_doctor_says_whether_this_node_is_the_writer_its_settings_list(tmp_path: Path) -> None:
+    from swarm.doctor.writers import check_writers
+
+    def check(writers: tuple[str, ...]) -> tuple[str, str]:
+        settings = DaemonSettings(dir=tmp_path, swarm="team", node="a", writers=writers,
+                                  state_dir=tmp_path / "state")  # fmt: skip
+        found = check_writers(settings)
+        return found.status.value, found.message
+
+    assert check(())[0] == "ok"
+    other = writer_entry("b", node_key(tmp_path / "b"))
+    assert check((other,)) == ("ok", check((other,))[1]) and "not one of" in check((other,))[1]
+    listed_elsewhere = writer_entry("a", node_key(tmp_path / "elsewhere"))
+    assert check((listed_elsewhere,))[0] == "FAIL"  # no key in a's state folder
+    assert not (tmp_path / "state" / "node-signing.key").exists()  # doctor creates nothing
+    node_key(tmp_path / "state")
+    status, message = check((listed_elsewhere,))
+    assert status == "FAIL" and "another key" in message
+    assert check((writer_entry("a", node_key(tmp_path / "state")), other)) == (
+        "ok",
+        "a is one of the 2 writers",
+    )
