@@ -53,9 +53,11 @@ from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
+from swarm.memory.stamps import Author
 from swarm.merges import MergeJournal
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
+from swarm.protect.guard import LOCAL_WRITE, Protection
 from swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,9 @@ class NodeOptions:
     # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
     new_files_per_minute: int = DEFAULT_FILES
     new_mb_per_minute: float = DEFAULT_MB
+    # Who this node is: recorded in the documents with every local change (swarm blame).
+    node_id: str = ""
+    role: str = ""
 
 
 @dataclass
@@ -173,6 +178,8 @@ class Node:
         # Old files renders took from writers still writing them (render.py), and a crash's.
         self._displaced = DisplacedWatch(self._merge_displaced)
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
+        self.author = Author(options.node_id, options.role) if options.node_id else None
+        self.protection = Protection(options.node_id)  # guarded files (swarm/protect/): off
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -248,12 +255,12 @@ class Node:
 
     def _restore(self, path: str) -> MemoryDoc:
         try:
-            doc = MemoryDoc.restore(path, self.store.load_doc(path))
+            doc = MemoryDoc.restore(path, self.store.load_doc(path), self.author)
         except UpdateError as exc:
             # A stored update pycrdt now refuses: keep what can be applied, say so once.
             self.counters.last_error = str(exc)
             log.error("restoring %s: %s", path, exc)
-            doc = MemoryDoc(path)
+            doc = MemoryDoc(path, author=self.author)
             for update in self.store.load_doc(path):
                 try:
                     doc.apply(update)
@@ -321,7 +328,7 @@ class Node:
     def doc(self, path: str) -> MemoryDoc:
         doc = self.docs.get(path)
         if doc is None or doc.broken:
-            doc = self._restore(path) if doc is not None else MemoryDoc(path)
+            doc = self._restore(path) if doc is not None else MemoryDoc(path, author=self.author)
             self.docs[path] = doc
         return doc
 
@@ -347,6 +354,9 @@ class Node:
         if result.missing:
             if self.deletions_held is not None:
                 return
+            if existed and self.protection.refuses_local(path):
+                self._refuse_local(path, None)
+                return
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
@@ -365,9 +375,27 @@ class Node:
             self._stats[path] = result.stat
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
+        if self.protection.refuses_local(path):
+            self._refuse_local(path, result.text)
+            return
         if not self.flood.admit(path, result.text, self.docs.get(path)):
             return  # held by the new-file budget until confirmed (swarm/flood.py)
         self._ingest_text(path, result.text)
+
+    def _refuse_local(self, path: str, text: str | None) -> None:
+        """An agent here changed (or, `text` None, deleted) a protected file, and this node is
+        not one of its writers: nothing is sent; the attempt is kept in the store (`swarm
+        history`), counted for status, and the disk goes back to the swarm's version (a file the
+        swarm has no version of is left as it is)."""
+        self.protection.refuse(self.options.node_id or "this node", path, LOCAL_WRITE)
+        doc = self.docs.get(path)
+        with self.store.batch():
+            if text is not None:
+                self.store.keep_refused(path, text)
+                self._record_version(path, text)  # what the disk holds: the render replaces it
+            self._set_existed(path, text is not None)
+        if doc is not None and not doc.is_empty:
+            self.mark_dirty(path)
 
     async def close(self) -> None:
         """Cancel retries still scheduled (before the store closes under them)."""
@@ -794,6 +822,10 @@ class Node:
                 handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
                 return
+            if self.protection.refuses_local(path):
+                self.protection.refuse(self.options.node_id, path, LOCAL_WRITE)
+                self.store.keep_refused(path, text)
+                return
             doc = self.doc(path)
             bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
             update = doc.write(text, bases)
@@ -1002,6 +1034,8 @@ class Node:
         Returns the document's state vector right after, and the outbox id (None: no change)."""
         if self.refuses(path):
             raise ValueError(f"{path} is not synced by this node")
+        if self.protection.refuses_local(path):
+            raise ValueError(f"{path} is protected and this node is not one of its writers")
         async with self._lock(path):
             doc = self.doc(path)
             current = doc.content if doc.exists else ""

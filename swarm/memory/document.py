@@ -18,6 +18,7 @@ import pycrdt
 from swarm.memory import genesis, vector
 from swarm.memory.diff import LineEdit, insertions_only, line_edits
 from swarm.memory.merge import choose_base, merge3
+from swarm.memory.stamps import Author, stamp
 from swarm.memory.text import normalize, render, split_lines
 from swarm.memory.ytext import apply_line_edits
 
@@ -56,8 +57,11 @@ def _is_fatal(exc: BaseException) -> bool:
 
 
 class MemoryDoc:
-    def __init__(self, path: str, *, client_id: int | None = None) -> None:
+    def __init__(
+        self, path: str, *, client_id: int | None = None, author: Author | None = None
+    ) -> None:
         self.path = path
+        self.author = author  # set: local changes record who made them (swarm/memory/stamps.py)
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc(
             client_id=client_id if client_id is not None else new_client_id()
         )
@@ -84,9 +88,11 @@ class MemoryDoc:
         self.broken = False
 
     @classmethod
-    def restore(cls, path: str, updates: Iterable[bytes]) -> MemoryDoc:
+    def restore(
+        cls, path: str, updates: Iterable[bytes], author: Author | None = None
+    ) -> MemoryDoc:
         """Rebuild from persisted updates (base state first); raises UpdateError if one is bad."""
-        doc = cls(path)
+        doc = cls(path, author=author)
         for update in updates:
             doc._apply_raw(update)
         return doc
@@ -153,6 +159,11 @@ class MemoryDoc:
         if self._vector_cache is None:
             self._vector_cache = vector.decode(self._doc.get_state())
         return dict(self._vector_cache)
+
+    @property
+    def crdt(self) -> pycrdt.Doc[Any]:
+        """The pycrdt document itself, for readers of its audit facts (swarm/audit/)."""
+        return self._doc
 
     def encode_state(self) -> bytes:
         return self._doc.get_update()
@@ -288,8 +299,11 @@ class MemoryDoc:
         """Run a local change; returns the update it made (None if it changed nothing)."""
         self._captured = []
         subscription = self._doc.observe(self._on_transaction)
+        before = self.state_vector_dict() if self.author is not None else None
         try:
             change()
+            if self._captured and self.author is not None and before is not None:
+                stamp(self._doc, before, self.author, self._doc.client_id)
         finally:
             self._doc.unobserve(subscription)
             captured, self._captured = self._captured, None
