@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from swarm.transport.redis_keys import SwarmNameError, check_swarm_name
+from swarm.transport.topology import is_sentinel_url, parse_sentinel_url
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 DEFAULT_HTTP = "127.0.0.1:8732"
@@ -135,6 +136,12 @@ class SwarmSettings(Settings):
     redis_password: SecretStr | None = setting("SWARM_REDIS_PASSWORD", None)
     # CA bundle that signs the server's cert (rediss://).
     redis_ca_file: Path | None = setting("SWARM_REDIS_CA_FILE", None)
+    # The sentinels' own password (redis+sentinel:// URLs); the URL's password is the master's.
+    sentinel_password: SecretStr | None = setting("SWARM_SENTINEL_PASSWORD", None)
+    # Wait after each publish for this many replicas to confirm it (WAIT), up to redis_wait_ms:
+    # fewer edits for a failover to lose and re-send; off by default, nothing depends on it.
+    redis_wait_replicas: int = setting("SWARM_REDIS_WAIT_REPLICAS", 0, ge=0, le=16)
+    redis_wait_ms: int = setting("SWARM_REDIS_WAIT_MS", 200, ge=1, le=10_000)
 
     @field_validator("swarm")
     @classmethod
@@ -147,8 +154,10 @@ class SwarmSettings(Settings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not re.match(r"^(redis|rediss|unix|redis\+sentinel)://", value):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its ValueError names what is wrong, in one line
         return value
 
     @model_validator(mode="after")
@@ -177,6 +186,12 @@ class DaemonSettings(SwarmSettings):
     # The new-file budget (swarm/flood.py): more new files, or MB of them, within a minute held.
     new_files_per_minute: int = setting("SWARM_NEW_FILES_PER_MINUTE", 200, ge=1, le=10**6)
     new_mb_per_minute: float = setting("SWARM_NEW_MB_PER_MINUTE", 50.0, gt=0, le=10**5)
+    # Guarded files (swarm/protect/): only the listed writers ("NODE:PUBLIC_KEY", as `swarm
+    # keygen --node` prints) may change them; no writers, no guard.
+    protect: tuple[str, ...] = setting(
+        "SWARM_PROTECT", ("SOUL.md", "IDENTITY.md", "AGENTS.md", "soul.json", "safety/**")
+    )
+    writers: tuple[str, ...] = setting("SWARM_WRITERS", ())
     heartbeat_interval: float = setting("SWARM_HEARTBEAT_INTERVAL", 1.0, gt=0, le=60)
     offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
     grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)
@@ -191,6 +206,15 @@ class DaemonSettings(SwarmSettings):
         if value == "0":
             return value
         parse_http(value)
+        return value
+
+    @field_validator("writers")
+    @classmethod
+    def _writers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from swarm.protect.keys import parse_writer
+
+        for entry in value:
+            parse_writer(entry)  # a WriterKeyError is a ValueError: one line naming the entry
         return value
 
     @property

@@ -126,6 +126,12 @@ class RuntimeCollector(Collector):
         for reason, count in sorted(by_reason.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield _counter(
+            "swarm_protected_refused",
+            "Changes of protected files refused (swarm.protect): not signed by a listed writer, "
+            "or written here on a node that is not one.",
+            sum(r.count for r in runtime.node.protection.refusals.values()),
+        )
         yield _counter("swarm_render_errors", "Renders that failed.", node.render_errors)
         yield _gauge(
             "swarm_files_in_error",
@@ -142,6 +148,22 @@ class RuntimeCollector(Collector):
             "swarm_publish_errors", "Outbox flushes that failed.", replication.publish_errors
         )
         yield _counter("swarm_catchups", "Catch-ups from the Redis log.", replication.catchups)
+        yield _counter(
+            "swarm_redis_reseeds",
+            "Times Redis had lost the swarm's data (wiped) and this node re-seeded it.",
+            replication.reseeds,
+        )
+        yield _counter(
+            "swarm_redis_lost_entries",
+            "Times the log lacked entries Redis had acknowledged (a failover to a lagging "
+            "replica) and this node re-sent its state.",
+            replication.rollbacks,
+        )
+        yield _counter(
+            "swarm_redis_unreplicated",
+            "Publishes fewer replicas confirmed than SWARM_REDIS_WAIT_REPLICAS asks.",
+            transport.unreplicated,
+        )
         yield _counter(
             "swarm_sync_requests",
             "Requests to peers for missing operations.",

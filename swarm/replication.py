@@ -2,7 +2,8 @@
 
 Generic part (any Transport): flush the outbox, apply what arrives. Redis part (a transport with a
 log): a contiguous cursor over the swarm log, catch-up from snapshots + log tail on join and after
-every gap, re-seeding a Redis that lost the swarm's data, heartbeats with per-file state vectors,
+every gap, re-seeding a Redis that lost the swarm's data (wiped, or failed over to a replica that
+lagged behind: see `catch_up`), heartbeats with per-file state vectors,
 anti-entropy, and log compaction under a lease.
 
 The cursor is the heart of "no lost message": it only moves over log entries this node has
@@ -45,6 +46,7 @@ _INBOUND_BATCH = 512
 _GAP_GRACE_S = 0.1  # how long a hole in the chain of log ids may last before the log is read
 _READ_BATCH = 10_000
 _RENDER_HOLD_S = 3.0  # longest a catch-up keeps files from being rendered in one go
+_LEASE_YIELD_ROUNDS = 3  # compaction rounds a non-writer leaves the lease to a protected file's
 
 
 @dataclass
@@ -68,6 +70,7 @@ class ReplicationCounters:
     received_bytes: int = 0
     catchups: int = 0
     reseeds: int = 0
+    rollbacks: int = 0  # times Redis was found to have lost acknowledged log entries
     sync_requests: int = 0
     publish_errors: int = 0
     snapshots_written: int = 0
@@ -88,6 +91,14 @@ class Replicator:
         self.counters = ReplicationCounters()
         self.redis = transport if isinstance(transport, RedisTransport) else None
         self.cursor = node.store.get_meta("cursor") or "0-0"
+        # The newest log entry this node published: Redis acknowledged it, so a log without it
+        # lost entries (see catch_up).
+        self.published = node.store.get_meta("published") or "0-0"
+        # Entries to look for in the log at the next catch-up: the newest ones known when Redis
+        # failed or when a publish receipt showed a chain not through our last entry. After a
+        # failover this node may publish to the new master before it catches up, so `published`
+        # alone would already name an entry the new master holds.
+        self._verify: set[str] = set()
         self._links: dict[str, str] = {}  # prev id -> id, for entries beyond a gap
         self._outbox_wake = asyncio.Event()
         self._catchup_wake = asyncio.Event()
@@ -103,6 +114,10 @@ class Replicator:
         self._gap_cursor = "0-0"  # the cursor when a hole in the chain of ids was noticed
         self._wanted: dict[str, vector.StateVector] = {}
         self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
+        # Protected files this node may not snapshot: path -> digest when last seen changed,
+        # and compaction rounds left before it takes the lease again (see compact_once).
+        self._protected_seen: dict[str, str] = {}
+        self._lease_yield = 0
         self._facts: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (revision, facts)
         self.started_at = time.time()
         self.host = socket.gethostname()
@@ -171,6 +186,7 @@ class Replicator:
                 await action()
                 backoff.reset()
             except TransportError as exc:
+                self._suspect()
                 delay = backoff.next_delay()
                 log.debug("%s failed, retrying in %.2fs: %s", what, delay, exc)
                 await _sleep_or_stop(stop, delay)
@@ -190,9 +206,11 @@ class Replicator:
                 if len(update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
                     log.error("cannot publish an update of %s: %d bytes", path, len(update))
                     continue
-                sendable.append(
+                env = self.node.protection.outgoing(
                     Envelope(self.options.swarm, path, self.options.node_id, Kind.UPDATE, update)
                 )
+                if env is not None:  # None: a protected file's fix-up on a node not its writer
+                    sendable.append(env)
             if self.redis is not None:
                 try:
                     receipts = await self.redis.publish_many(sendable) if sendable else []
@@ -202,6 +220,7 @@ class Replicator:
                 with store.batch():
                     for prev, stream_id in receipts:
                         self._link(prev, stream_id)
+                        self._note_published(prev, stream_id)
                     store.ack(entry.id for entry in entries)
                 if (self.redis.log_length or 0) >= self.options.compact_after_entries:
                     self._compact_wake.set()
@@ -213,9 +232,14 @@ class Replicator:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
+        sendable = self.node.protection.outgoing(env)  # signed, or None: not ours to send
+        if sendable is None:
+            return
+        env = sendable
         if self.redis is not None:
             prev, stream_id = await self.redis.publish_chained(env)
             self._link(prev, stream_id)
+            self._note_published(prev, stream_id)
         else:
             await self.transport.publish(env)
         self.counters.published += 1
@@ -247,11 +271,22 @@ class Replicator:
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload, env.sender)
+            if self.node.protection.admits(env):
+                self.node.apply_remote(env.path, env.payload, env.sender)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
             self._link(message.prev_id, message.stream_id)
+
+    def _note_published(self, prev: str, stream_id: str) -> None:
+        if _stream_key(prev) < _stream_key(self.published):
+            # In one log our last entry would come at or before `prev`. Two publishes of ours in
+            # flight at once, or a log trimmed empty, do this too: the catch-up looks.
+            self._suspect()
+            self._catchup_wake.set()
+        if _stream_key(stream_id) > _stream_key(self.published):
+            self.published = stream_id
+            self.node.store.set_meta("published", stream_id)
 
     def _link(self, prev: str, stream_id: str) -> None:
         """Advance the cursor over contiguous log entries; note a gap for a catch-up."""
@@ -317,7 +352,15 @@ class Replicator:
 
     async def catch_up(self) -> None:
         """Load what this node missed: snapshots if the log no longer reaches back to the cursor,
-        then the log tail; re-seed Redis from our own state if it lost the swarm's data."""
+        then the log tail; re-seed Redis from our own state if it lost the swarm's data.
+
+        Redis loses data two ways. Wiped (or restarted without persistence): the epoch is gone.
+        Failed over to a replica that lagged (replication is asynchronous): the epoch survives,
+        but entries Redis had acknowledged are gone, the newest one this node knows (its cursor,
+        or what it published last) among them; new entries may already follow the shorter log.
+        Either way this node reads the whole swarm again and publishes the full state of every
+        file it holds, so whatever the lost entries carried is in the log again: edits of this
+        node and edits of others that reached it. Peers do the same; merging is idempotent."""
         assert self.redis is not None
         started = time.perf_counter()
         store = self.node.store
@@ -328,13 +371,24 @@ class Replicator:
         reseed = known_epoch is not None and epoch != known_epoch
         if reseed:
             log.warning("Redis lost the swarm's data; re-seeding it from this node's state")
+        else:
+            reseed = await self._lost_entries()
+        if reseed:
             self.cursor = "0-0"
             self._links.clear()
+            # Ids of the log as it was mean nothing in the new one (whose clock may even be
+            # behind): what this node publishes from now on is what it knows to be there.
+            self.published = "0-0"
+            self.node.store.set_meta("published", self.published)
+            self._verify.clear()
         info = await self.redis.log_info()
         first = info.get("first_id")
         after = self.cursor
         if self.cursor == "0-0" or (first and _stream_key(first) > _stream_key(self.cursor)):
             snapshots = await self.redis.snapshots()
+            for path, env in self.redis.snapshot_envelopes.items():
+                if not self.node.protection.admits(env):
+                    del snapshots[path]  # a protected file's, not signed by a writer
             with store.batch():
                 for path, (_covered, state) in snapshots.items():
                     self.node.apply_remote(path, state)
@@ -376,6 +430,29 @@ class Replicator:
         self.counters.catchup_seconds.append(time.perf_counter() - started)
         self._caught_up.set()
 
+    def _suspect(self) -> None:
+        """Redis failed, or the log's chain looked odd: look for our newest entries next time."""
+        self._verify.update(i for i in (self.cursor, self.published) if i != "0-0")
+
+    async def _lost_entries(self) -> bool:
+        """Whether the log lost entries it had acknowledged (a failover to a lagging replica)."""
+        assert self.redis is not None
+        wanted = sorted({self.cursor, self.published} | self._verify, key=_stream_key)
+        lost = None
+        for entry in wanted:
+            if not await self.redis.holds_entry(entry):
+                lost = entry
+        self._verify.difference_update(wanted)
+        if lost is None:
+            return False
+        log.warning(
+            "Redis lost acknowledged log entries (%s among them; a failover to a replica that "
+            "lagged?): re-reading the swarm and re-sending this node's state",
+            lost,
+        )
+        self.counters.rollbacks += 1
+        return True
+
     def _merge_log_page(self, messages: list[Message], last: str) -> None:
         """One commit per page; per path, the page's updates in log order with each writer's
         adjacent ones merged (`merge_runs`)."""
@@ -383,7 +460,11 @@ class Replicator:
         senders: dict[str, set[str]] = {}
         for message in messages:
             env = message.envelope
-            if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+            if (
+                env.sender != self.options.node_id
+                and env.kind in (Kind.UPDATE, Kind.STATE)
+                and self.node.protection.admits(env)
+            ):
                 by_path.setdefault(env.path, []).append(env.payload)
                 senders.setdefault(env.path, set()).add(env.sender)
         with self.node.store.batch():
@@ -426,6 +507,7 @@ class Replicator:
             "files_held": node.flood.report(),
             "disk": node.health.summary(node.disk_states()),
             "refused": node.edge.refused(),
+            "protected_refused": node.protection.report(),
             "not_synced": node.not_synced.to_json(),
             "files_digest": digest,
             "files": files,
@@ -477,6 +559,7 @@ class Replicator:
                 await self.redis.heartbeat(self.presence_info(), ttl_s=self.options.offline_after)
                 await self._anti_entropy()
             except TransportError as exc:
+                self._suspect()
                 log.debug("heartbeat failed: %s", exc)
             await _sleep_or_stop(stop, interval)
 
@@ -492,6 +575,9 @@ class Replicator:
         last, seen_last = info.get("last_id"), self._log_last_seen
         if seen_last and _stream_key(seen_last) > _stream_key(self.cursor):
             self._catchup_wake.set()
+        generated = info.get("last_generated_id") or "0-0"
+        if _stream_key(generated) < _stream_key(max(self.cursor, self.published, key=_stream_key)):
+            self._catchup_wake.set()  # the log ends before entries this node knows: lost some
         self._log_last_seen = last
         peers = await self.redis.presence()
         self._check_keys()
@@ -577,16 +663,28 @@ class Replicator:
         the log behind the snapshots. Safe if two nodes briefly both do it: snapshots never move
         backwards and each holds everything up to its covered id."""
         assert self.redis is not None
+        if self._lease_yield > 0:  # leaving the lease to a writer for a while (see below)
+            self._lease_yield -= 1
+            return False
         if not await self.redis.acquire_lease(self.options.lease_ttl_ms):
             return False
         covered = self.cursor
         if covered == "0-0":
             return False
+        protected_changed = False
         for path, doc in list(self.node.docs.items()):
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
-            if await self.redis.put_snapshot(path, covered, doc.encode_state()):
+            state = doc.encode_state()
+            env = self.node.protection.outgoing(
+                Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)
+            )
+            if env is None:  # a protected file: only its writers vouch for a snapshot of it
+                protected_changed |= self._protected_seen.get(path) != digest
+                self._protected_seen[path] = digest
+                continue
+            if await self.redis.put_snapshot(path, covered, state, env.signature):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
         await self.redis.trim_log()
@@ -595,6 +693,11 @@ class Replicator:
             log.info(
                 "forgot nodes silent for %.0f s: %s", self.options.forget_nodes_after, forgotten
             )
+        if protected_changed:
+            # The log is trimmed only behind snapshots, and only a writer may write a protected
+            # file's: a non-writer that kept the lease would let the log grow for good.
+            await self.redis.release_lease()
+            self._lease_yield = _LEASE_YIELD_ROUNDS
         return True
 
 

@@ -16,16 +16,12 @@ import json
 import logging
 import re
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from swarm.problems import Problems
@@ -46,12 +42,15 @@ from swarm.transport.redis_client import (
     SOCKET_TIMEOUT_S,
     ReconnectBackoff,
     RedisSecurity,
-    make_client,
 )
 from swarm.transport.redis_errors import CONNECTION, classify
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.rejects import RejectLog
-from swarm.wire import Envelope, Kind
+from swarm.transport.subscription import ENDED, MESSAGE, Subscription
+from swarm.transport.topology import CLUSTER, ClientOptions, Deployment, TopologyError
+from swarm.wire import Envelope, Kind, WireError
+from swarm.wire import decode as wire_decode
+from swarm.wire import encode as wire_encode
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +62,11 @@ _HEALTHY_S = 10.0
 _BAD_ENTRIES_KEPT = 10_000
 _CONNECTION_ERRORS = (RedisError, OSError, TimeoutError)
 
-# Append to the log and fan out in one atomic round trip; the channel is an argument, not a key,
-# because channels are not keys in Redis Cluster.
+# Append to the log and fan out in one atomic round trip.
 # The message also names the entry before it, so receivers detect a dropped message exactly.
+# One server: PUBLISH, the channel an argument. A cluster: sharded SPUBLISH, the channel named as
+# a key (scripts name all their keys; it hashes to the swarm's slot), so the message stays inside
+# the shard that owns the swarm.
 _PUBLISH_LUA = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
@@ -74,6 +75,7 @@ local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 redis.call('PUBLISH', ARGV[2], prev .. ' ' .. id .. ' ' .. ARGV[1])
 return {id, redis.call('XLEN', KEYS[1]), prev}
 """
+_SHARDED_PUBLISH_LUA = _PUBLISH_LUA.replace("'PUBLISH', ARGV[2]", "'SPUBLISH', KEYS[2]")
 
 # A random value set once per swarm: when Redis comes back without it, it lost the swarm's data
 # (stream ids are time based, so a wiped log cannot be told from a live one by its ids).
@@ -193,16 +195,24 @@ def _as_bytes(value: object) -> bytes:
 _KEY_REASONS = (reasons.NO_KEY, reasons.WRONG_KEY, reasons.UNAUTHENTICATED)
 
 
-def _where(url: str) -> str:
-    """host:port (or the socket path) of a Redis URL, without credentials."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or '?'}:{parts.port or 6379}"
+def _plain_snapshot(swarm: str, field: str, record: bytes) -> Envelope:
+    """A keyless snapshot record: the state itself, or a signed envelope holding it (protected
+    files, swarm/protect/); the sender is unknown ('') for a bare state."""
+    if record[:2] == b"SW":
+        try:
+            env = wire_decode(record, swarm=swarm)
+        except WireError:
+            pass
+        else:
+            if env.path == field and env.signature:
+                return env
+    return Envelope(swarm, field, "", Kind.STATE, record)
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, TopologyError):  # already says what is wrong, in words
+        return text
     return f"{type(exc).__name__}: {text}"
 
 
@@ -236,9 +246,14 @@ class RedisTransport:
         ping_interval: float = 5.0,
         codec: Codec | None = None,
         security: RedisSecurity | None = None,
+        sentinel_password: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 200,
     ) -> None:
         """`codec` seals what goes to Redis (default: plain, no key); `security` holds the
-        Redis credentials and TLS trust."""
+        Redis credentials and TLS trust; `sentinel_password` the sentinels' own password.
+        `wait_replicas` > 0: each publish also waits (up to `wait_timeout_ms`) for that many
+        replicas to have it (WAIT); it narrows what a failover can lose, nothing relies on it."""
         if not node:
             raise ValueError("node id must not be empty")
         self.url = url
@@ -249,6 +264,8 @@ class RedisTransport:
         self.log_maxlen = log_maxlen
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        # path -> the envelope of its snapshot as `snapshots` last read it (sender, signature)
+        self.snapshot_envelopes: dict[str, Envelope] = {}
         self.last_scanned_id = "0-0"  # last log entry read_log looked at, decodable or not
         self.codec: Codec = codec if codec is not None else PlainCodec(swarm)
         self.rejects = RejectLog(log)  # rejections per reason, and rate-limited logging
@@ -256,56 +273,78 @@ class RedisTransport:
         # Log entries already counted as rejected: catch-ups re-read them, count them once.
         self._bad_entries: OrderedDict[str, None] = OrderedDict()
         self.reconnects = 0
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.unreplicated = 0  # publishes that fewer than `wait_replicas` replicas confirmed
         self.last_error: str | None = None
         # Where problems are reported once per cause (the daemon sets it; status does not).
         self.problems: Problems | None = None
         self._refusing: dict[str, set[str]] = {}  # cause of a refusal -> operations it hits
         # Live peers whose heartbeat this node cannot open: node -> (reason, seen ms).
         self.unreadable_nodes: dict[str, tuple[str, int]] = {}
-        self.where = _where(url)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._op_timeout = socket_timeout + connect_timeout + 1.0
         self._reconnect_cap = reconnect_cap
         self._ping_interval = ping_interval
-        try:
-            self._client = make_client(
-                url,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-                client_name=f"swarm:{node}",
-                security=security,
-            )
-        except ValueError as exc:
-            raise TransportError(f"invalid Redis URL {url!r}: {_one_line(exc)}") from None
-        # XRANGE replies stay as Redis sent them ([id, [field, value, ...]]): redis-py would
-        # build a dict per entry, a tenth of a whole-log catch-up's time.
-        self._client.set_response_callback("XRANGE", _raw_reply)
-        # Subscriptions get their own client that never retries: redis-py would otherwise
-        # reconnect and resubscribe silently, hiding the gap in which messages were lost.
-        self._sub_client = make_client(
-            url,
+        options = ClientOptions(
             socket_timeout=socket_timeout,
             connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0, supported_errors=()),
-            client_name=f"swarm:{node}:sub",
-            security=security,
+            client_name=f"swarm:{node}",
+            security=security or RedisSecurity(),
+            sentinel_password=sentinel_password,
         )
-        self._publish_script = self._client.register_script(_PUBLISH_LUA)
-        self._acquire_script = self._client.register_script(_ACQUIRE_LEASE_LUA)
-        self._release_script = self._client.register_script(_RELEASE_LEASE_LUA)
-        self._snapshot_script = self._client.register_script(_PUT_SNAPSHOT_LUA)
-        self._heartbeat_script = self._client.register_script(_OOM_FLAG + _HEARTBEAT_LUA)
-        self._heartbeat_fallback = self._client.register_script(_HEARTBEAT_LUA)
+        try:
+            # One server, a cluster or Sentinel (swarm/transport/topology.py): the commands below
+            # are the same for each; publishing and subscribing differ on a cluster.
+            self._deployment = Deployment(url, options)
+        except ValueError as exc:
+            raise TransportError(f"invalid Redis URL {url!r}: {_one_line(exc)}") from None
+        self.where = self._deployment.where
+        self._bind_client()
         self._files_sent: str | None = None  # per-file facts as last stored in Redis
         self._files_obj: object = None  # the facts object last encoded, and its encoding
         self._files_json: str | None = None
-        self._epoch_script = self._client.register_script(_EPOCH_LUA)
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=queue_size)
         self._connected = False
         self._started = False
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
+
+    def _bind_client(self) -> None:
+        """Use the deployment's command client (again, once `_resolve` found a cluster)."""
+        self._client = self._deployment.client
+        self.where = self._deployment.where
+        # XRANGE replies stay as Redis sent them ([id, [field, value, ...]]): redis-py would
+        # build a dict per entry, a tenth of a whole-log catch-up's time.
+        self._client.set_response_callback("XRANGE", _raw_reply)
+        self._sharded = self._deployment.kind == CLUSTER
+        self._publish_lua = _SHARDED_PUBLISH_LUA if self._sharded else _PUBLISH_LUA
+        register = self._client.register_script
+        self._publish_script = register(self._publish_lua)
+        self._acquire_script = register(_ACQUIRE_LEASE_LUA)
+        self._release_script = register(_RELEASE_LEASE_LUA)
+        self._snapshot_script = register(_PUT_SNAPSHOT_LUA)
+        self._heartbeat_script = register(_OOM_FLAG + _HEARTBEAT_LUA)
+        self._heartbeat_fallback = register(_HEARTBEAT_LUA)
+        self._epoch_script = register(_EPOCH_LUA)
+
+    async def _resolve(self) -> None:
+        """Find out what the URL names before the first command (see topology.Deployment)."""
+        if not self._deployment.resolved:
+            await self._deployment.resolve()
+            self._bind_client()
+
+    @property
+    def topology(self) -> str:
+        """"redis", "cluster" or "sentinel" (a redis:// URL is "redis" until first used)."""
+        return self._deployment.kind
+
+    def _publish_call(self, data: bytes) -> tuple[int, list[bytes | str]]:
+        """(number of keys, keys and arguments) of one call of the publish script."""
+        if self._sharded:
+            return 2, [self.keys.log, self.keys.bus, data]
+        return 1, [self.keys.log, data, self.keys.bus]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -327,7 +366,7 @@ class RedisTransport:
         if self._started:
             return
         self._started = True
-        pubsub: PubSub | None
+        pubsub: Subscription | None
         try:
             pubsub = await self._subscribe()
             self._connected = True
@@ -347,9 +386,7 @@ class RedisTransport:
         if self._reader is not None:
             await self._stop_reader(self._reader)
         with suppress(*_CONNECTION_ERRORS):
-            await self._client.aclose()
-        with suppress(*_CONNECTION_ERRORS):
-            await self._sub_client.aclose()
+            await self._deployment.aclose()
         # Wake the consumer: drop queued messages if needed, the log still has them.
         while True:
             try:
@@ -381,33 +418,24 @@ class RedisTransport:
                 return
             yield message
 
-    async def _subscribe(self) -> PubSub:
-        """A fresh pub/sub connection, subscribed and confirmed by the server."""
-        pubsub = self._sub_client.pubsub()
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                await pubsub.subscribe(self.keys.bus)
-                while True:
-                    reply = await pubsub.get_message(timeout=self._socket_timeout)
-                    if reply is None:
-                        raise TimeoutError("no SUBSCRIBE confirmation")
-                    if reply["type"] == "subscribe":
-                        return pubsub
-        except BaseException:
-            await self._discard(pubsub)
-            raise
+    async def _subscribe(self) -> Subscription:
+        """A fresh subscription (sharded on a cluster), confirmed by the server."""
+        async with asyncio.timeout(self._op_timeout):
+            await self._resolve()
+            return await Subscription.open(
+                self._deployment, self.keys.bus, f"swarm:{self.node}:sub", self._socket_timeout
+            )
 
     @staticmethod
-    async def _discard(pubsub: PubSub) -> None:
-        with suppress(*_CONNECTION_ERRORS):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _discard(pubsub: Subscription) -> None:
+        await pubsub.aclose()
 
     def _note_failure(self, exc: Exception) -> None:
         self._failed(exc, "subscribe")
         if not isinstance(exc, _CONNECTION_ERRORS):
             log.exception("subscriber of %s: unexpected error, reconnecting", self.node)
 
-    async def _read_forever(self, pubsub: PubSub | None) -> None:
+    async def _read_forever(self, pubsub: Subscription | None) -> None:
         """Receive until close(); any failure, expected or not, means: reconnect after backoff."""
         backoff = ReconnectBackoff(cap=self._reconnect_cap)
         while not self._closed:
@@ -436,8 +464,9 @@ class RedisTransport:
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay())
 
-    async def _pump(self, pubsub: PubSub) -> None:
-        """Move messages into the queue until the connection fails or goes silent."""
+    async def _pump(self, pubsub: Subscription) -> None:
+        """Move messages into the queue until the connection fails, goes silent, or the server
+        ends the subscription (its cluster slot moved to another node)."""
         quiet_since = time.monotonic()
         pinged = False
         while True:
@@ -452,7 +481,10 @@ class RedisTransport:
                 continue
             quiet_since = time.monotonic()
             pinged = False
-            if reply["type"] == "message":
+            if reply["type"] == ENDED:
+                log.info("subscription of %s at %s ended (slot moved)", self.node, pubsub.where)
+                return
+            if reply["type"] == MESSAGE:
                 message = self._parse_live(reply["data"])
                 if message is not None and message.envelope.sender != self.node:
                     await self._queue.put(message)
@@ -540,18 +572,7 @@ class RedisTransport:
 
     async def publish_chained(self, env: Envelope) -> tuple[str, str]:
         """Like publish; returns (id of the entry before it, id of the new entry)."""
-        if self._closed:
-            raise TransportError("publish failed: transport is closed")
-        if env.swarm != self.swarm:
-            raise ValueError(f"envelope is for swarm {env.swarm!r}, transport is {self.swarm!r}")
-        data = self.codec.seal(env)
-        with self._failures("publish"):
-            async with asyncio.timeout(self._op_timeout):
-                stream_id, length, prev_id = await self._publish_script(
-                    keys=[self.keys.log], args=[data, self.keys.bus]
-                )
-        self.log_length = int(length)
-        return _as_bytes(prev_id).decode(), _as_bytes(stream_id).decode()
+        return (await self.publish_many([env]))[0]
 
     async def publish_many(self, envs: list[Envelope]) -> list[tuple[str, str]]:
         """Publish several envelopes in one round trip (one pipeline of the publish script, run in
@@ -564,11 +585,13 @@ class RedisTransport:
                 raise ValueError(f"envelope is for swarm {env.swarm!r}, not {self.swarm!r}")
             sealed.append(self.codec.seal(env))
         with self._failures("publish"):
-            async with asyncio.timeout(self._op_timeout + len(envs) * 0.01):
+            await self._resolve()
+            budget = self._op_timeout + len(envs) * 0.01 + self.wait_timeout_ms / 1000
+            async with asyncio.timeout(budget):
                 try:
                     replies = await self._evalsha_many(sealed)
                 except NoScriptError:  # a restarted or flushed Redis: load it once, go again
-                    await self._client.script_load(_PUBLISH_LUA)
+                    await self._client.script_load(self._publish_lua)
                     replies = await self._evalsha_many(sealed)
         receipts = []
         for stream_id, length, prev_id in replies:
@@ -580,12 +603,37 @@ class RedisTransport:
         """EVALSHA straight away: redis-py's script pipelines first ask SCRIPT EXISTS, which
         would cost every flush a second round trip."""
         sha = self._publish_script.sha
+        if self.wait_replicas > 0:
+            return await self._evalsha_and_wait(sha, sealed)
         if len(sealed) == 1:
-            return [await self._client.evalsha(sha, 1, self.keys.log, sealed[0], self.keys.bus)]
+            numkeys, call = self._publish_call(sealed[0])
+            return [await self._client.evalsha(sha, numkeys, *call)]
         pipe = self._client.pipeline(transaction=False)
         for data in sealed:
-            pipe.evalsha(sha, 1, self.keys.log, data, self.keys.bus)
+            numkeys, call = self._publish_call(data)
+            # Not pipe.evalsha: redis-py refuses it by name in a cluster pipeline, while the
+            # same command routes fine by its keys (all in the swarm's slot).
+            pipe.execute_command("EVALSHA", sha, numkeys, *call)
         return list(await pipe.execute())
+
+    async def _evalsha_and_wait(self, sha: str, sealed: list[bytes]) -> list[Any]:
+        """The publishes, then WAIT on the same connection (WAIT counts the replicas that have
+        this connection's writes): one pipeline, which on a cluster goes to the slot's master."""
+        pipe = self._client.pipeline(transaction=False)
+        for data in sealed:
+            numkeys, call = self._publish_call(data)
+            pipe.execute_command("EVALSHA", sha, numkeys, *call)
+        wait = ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        if self._deployment.cluster is not None:
+            node = self._deployment.cluster.get_node_from_key(self.keys.log)
+            pipe.execute_command(*wait, target_nodes=node)
+        else:
+            pipe.execute_command(*wait)
+        *replies, confirmed = await pipe.execute()
+        if int(confirmed) < self.wait_replicas:
+            self.unreplicated += 1
+            log.debug("%d of %d replicas confirmed a publish", confirmed, self.wait_replicas)
+        return replies
 
     @property
     def backlog(self) -> int:
@@ -610,6 +658,7 @@ class RedisTransport:
     async def epoch(self, candidate: str) -> str:
         """The swarm's epoch on this Redis, setting it to `candidate` if it had none."""
         with self._failures("epoch"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 value = await self._epoch_script(keys=[self.keys.epoch], args=[candidate])
         return _as_bytes(value).decode()
@@ -625,6 +674,7 @@ class RedisTransport:
         messages: list[Message] = []
         cursor = after
         with self._failures("read_log"):
+            await self._resolve()
             while len(messages) < count:
                 page = await self._log_page(cursor, min(_READ_PAGE, count - len(messages)))
                 if not page:
@@ -656,6 +706,7 @@ class RedisTransport:
         the snapshots.
         """
         with self._failures("log_info"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 if not await self._client.exists(self.keys.log):
                     return {}
@@ -671,13 +722,42 @@ class RedisTransport:
             "last_generated_id": bytes(info["last-generated-id"]).decode(),
         }
 
+    async def holds_entry(self, entry_id: str) -> bool:
+        """Whether the log still holds `entry_id`, an entry it once held (this node read it or
+        published it). False means Redis lost acknowledged entries: a replica that lagged behind
+        its master was promoted (replication is asynchronous). An entry trimmed behind the
+        snapshots counts as held: the replica had it, or it could not have trimmed past it.
+        """
+        if parse_stream_id(entry_id) == (0, 0):
+            return True
+        with self._failures("holds_entry"):
+            await self._resolve()
+            async with asyncio.timeout(self._op_timeout):
+                if not await self._client.exists(self.keys.log):
+                    return entry_id == "0-0"
+                info = await self._client.xinfo_stream(self.keys.log)
+                last = bytes(info["last-generated-id"]).decode()
+                if parse_stream_id(last) < parse_stream_id(entry_id):
+                    return False  # the log never got as far
+                first = info.get("first-entry")
+                if not first or parse_stream_id(bytes(first[0]).decode()) > parse_stream_id(
+                    entry_id
+                ):
+                    return True  # trimmed behind the snapshots (or every entry trimmed)
+                found = await self._client.xrange(
+                    self.keys.log, min=entry_id, max=entry_id, count=1
+                )
+        return bool(found)
+
     async def snapshots(self) -> dict[str, tuple[str, bytes]]:
         """path -> (covered stream id, state): the state holds every log entry of the path up to
         and including the covered id."""
         with self._failures("snapshots"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 records = await self._client.hgetall(self.keys.snap)
         result: dict[str, tuple[str, bytes]] = {}
+        envelopes: dict[str, Envelope] = {}
         for raw_field, record in records.items():
             covered, sep, sealed = _as_bytes(record).partition(b" ")
             try:
@@ -692,17 +772,22 @@ class RedisTransport:
                 decoded = self._open(sealed, snapshot_context(field, covered.decode()))
                 if decoded is None:
                     continue
-                path, state = decoded.envelope.path, decoded.envelope.payload
+                env = decoded.envelope
             else:
-                path, state = field, sealed
+                env = _plain_snapshot(self.swarm, field, sealed)
+            path, state = env.path, env.payload
             # After a key rotation one file may have a record under each key's field: the one
             # covering more of the log wins (each holds everything up to its covered id).
             known = result.get(path)
             if known is None or parse_stream_id(known[0]) < parse_stream_id(covered):
                 result[path] = (covered.decode(), state)
+                envelopes[path] = env
+        self.snapshot_envelopes = envelopes
         return result
 
-    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
+    async def put_snapshot(
+        self, path: str, covered_id: str, state: bytes, signature: bytes = b""
+    ) -> bool:
         """Store `state` as covering the log of `path` up to `covered_id`.
 
         False when this node does not hold the lease, or when it would move the covered id
@@ -710,10 +795,13 @@ class RedisTransport:
         """
         parse_stream_id(covered_id)
         field = self.codec.path_field(path)
+        env = Envelope(self.swarm, path, self.node, Kind.STATE, state, signature=signature)
         if not isinstance(self.codec, PlainCodec):
-            env = Envelope(self.swarm, path, self.node, Kind.STATE, state)
             state = self.codec.seal(env, snapshot_context(field, covered_id))
+        elif signature:  # a protected file's: the envelope itself, so its signature is kept
+            state = wire_encode(env)
         with self._failures("put_snapshot"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 stored = await self._snapshot_script(
                     keys=[self.keys.lease, self.keys.snap, self.keys.log],
@@ -726,12 +814,14 @@ class RedisTransport:
         if ttl_ms <= 0:
             raise ValueError(f"lease ttl must be positive, got {ttl_ms} ms")
         with self._failures("acquire_lease"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 held = await self._acquire_script(keys=[self.keys.lease], args=[self.node, ttl_ms])
         return int(held) == 1
 
     async def release_lease(self) -> bool:
         with self._failures("release_lease"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 released = await self._release_script(keys=[self.keys.lease], args=[self.node])
         return int(released) == 1
@@ -749,6 +839,7 @@ class RedisTransport:
         last_seen: str | None = None
         cursor = "0-0"
         with self._failures("trim_log"):
+            await self._resolve()
             while cut is None:
                 page = await self._log_page(cursor, _READ_PAGE)
                 if not page:
@@ -805,6 +896,7 @@ class RedisTransport:
         self._files_obj, self._files_json = files, files_json
         send = files_json if files_json != self._files_sent else ""
         with self._failures("heartbeat"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 keys = [self.keys.nodes, self.keys.files]
                 args: list[str | int] = [self.node, info_json, int(ttl_s * 1000), send]
@@ -828,6 +920,7 @@ class RedisTransport:
         if not nodes:
             return {}
         with self._failures("files_of"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 raw = await self._client.hmget(self.keys.files, nodes)
         found: dict[str, dict[str, Any]] = {}
@@ -853,6 +946,7 @@ class RedisTransport:
         gone = [r.node for r in records if now_ms - r.seen_ms > silent_for_ms]
         if gone:
             with self._failures("forget_nodes"):
+                await self._resolve()
                 async with asyncio.timeout(self._op_timeout):
                     await self._client.hdel(self.keys.nodes, *gone)
                     await self._client.hdel(self.keys.files, *gone)
@@ -865,6 +959,7 @@ class RedisTransport:
         included unless `live_only`; undecodable records are counted in `rejected` and
         skipped, and live ones sealed with another key are listed in `unreadable_nodes`."""
         with self._failures(what):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 seconds, micros = await self._client.time()
                 raw_records = await self._client.hgetall(self.keys.nodes)
