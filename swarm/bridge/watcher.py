@@ -1,4 +1,8 @@
-"""Recursive, debounced watching of the memory folder, and the initial scan.
+"""Recursive watching of the memory folder, and the initial scan.
+
+On Linux the changes come from inotify (inotify_source.py): a file its writer closed is reported
+at once, a file still held open after `debounce_ms`. Elsewhere (or with SWARM_WATCHER=poll)
+watchfiles reports changes once they have been quiet for a few ms, up to `debounce_ms` apart.
 
 The OS reports a folder moved into the root as one event for the folder, and a folder moved
 out as one deletion: the watcher expands both into events for the accepted files they hold,
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,14 @@ from swarm.bridge.workspace import MARKER_NAMES
 DEFAULT_DEBOUNCE_MS = 30
 _STEP_MS = 5  # quiet time after the last change before a batch is yielded
 _RUST_TIMEOUT_MS = 1000  # bounds how long cancelling the consumer can take
+
+
+def default_backend() -> str:
+    """"inotify" on Linux, else "poll" (watchfiles); SWARM_WATCHER names one explicitly."""
+    chosen = os.environ.get("SWARM_WATCHER", "")
+    if chosen in ("inotify", "poll"):
+        return chosen
+    return "inotify" if sys.platform.startswith("linux") else "poll"
 
 
 @dataclass(frozen=True)
@@ -74,16 +87,41 @@ class FolderWatcher:
     """Yields batches of changed accepted paths under `root`."""
 
     def __init__(
-        self, root: Path, policy: PathPolicy, *, debounce_ms: int = DEFAULT_DEBOUNCE_MS
+        self,
+        root: Path,
+        policy: PathPolicy,
+        *,
+        debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+        backend: str | None = None,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.policy = policy
         self.debounce_ms = debounce_ms
+        self.backend = backend or default_backend()
         self._known: set[str] = set()
 
     async def events(self, stop: asyncio.Event) -> AsyncIterator[list[FileEvent]]:
         """Batches until `stop` is set; `deleted` reflects whether the path exists now."""
         self._known = set(await asyncio.to_thread(scan, self.root, self.policy))
+        async for raw_paths in self._changes(stop):
+            batch = await asyncio.to_thread(self._batch, raw_paths)
+            if batch:
+                yield batch
+
+    async def _changes(self, stop: asyncio.Event) -> AsyncIterator[list[str]]:
+        if self.backend == "inotify":
+            # Imported here: asyncinotify loads libc's inotify functions, Linux only.
+            from swarm.bridge.inotify_source import InotifySource
+
+            source = InotifySource(
+                str(self.root),
+                debounce_ms=self.debounce_ms,
+                skip_dir=lambda rel: self.policy.folder_reason(rel) == SWARM_STATE,
+                max_depth=MAX_DEPTH,
+            )
+            async for paths in source.batches(stop):
+                yield paths
+            return
         async for changes in awatch(
             self.root,
             watch_filter=None,
@@ -93,12 +131,12 @@ class FolderWatcher:
             rust_timeout=_RUST_TIMEOUT_MS,
             recursive=True,
         ):
-            batch = await asyncio.to_thread(self._batch, [raw for _, raw in changes])
-            if batch:
-                yield batch
+            yield [raw for _, raw in changes]
 
     def _batch(self, raw_paths: list[str]) -> list[FileEvent]:
         touched: set[str] = set()
+        if str(self.root) in raw_paths:  # events were lost (inotify's queue overflowed)
+            touched |= set(scan(self.root, self.policy)) | self._known
         rels = [rel for rel in map(self._relative, raw_paths) if rel is not None]
         if any(rel == SWARMIGNORE or rel.rpartition("/")[2] in MARKER_NAMES for rel in rels):
             touched |= self._reload_policy()  # what syncs may have changed
