@@ -213,6 +213,7 @@ class Replicator:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
+        self.node.store.commit()  # nothing leaves the node before it is stored (group commit)
         if self.redis is not None:
             prev, stream_id = await self.redis.publish_chained(env)
             self._link(prev, stream_id)
@@ -474,6 +475,7 @@ class Replicator:
         interval = self.options.heartbeat_interval
         while not stop.is_set():
             try:
+                self.node.store.commit()  # what the heartbeat claims is stored
                 await self.redis.heartbeat(self.presence_info(), ttl_s=self.options.offline_after)
                 await self._anti_entropy()
             except TransportError as exc:
@@ -586,6 +588,7 @@ class Replicator:
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
+            self.node.store.commit()  # a snapshot holds only what is stored (group commit)
             if await self.redis.put_snapshot(path, covered, doc.encode_state()):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
