@@ -60,11 +60,13 @@ class InotifySource:
         *,
         debounce_ms: int,
         skip_dir: Callable[[str], bool],
+        skip_name: Callable[[str], bool],
         max_depth: int,
     ) -> None:
         self.root = root
         self.debounce = debounce_ms / 1000
         self._skip_dir = skip_dir  # relative POSIX folder -> never watched (swarm's own state)
+        self._skip_name = skip_name  # a file name never reported (a render's temp file)
         self._max_depth = max_depth
         self._dirs: dict[int, tuple[Watch, str]] = {}  # wd -> (watch, relative folder)
         self._inotify: Inotify | None = None
@@ -125,7 +127,10 @@ class InotifySource:
             if mask & (Mask.DELETE_SELF | Mask.MOVE_SELF) and folder == "":
                 raise FolderGone(2, "the watched folder is gone", self.root)
             return
-        rel = f"{folder}/{event.name}" if folder else str(event.name)
+        name = str(event.name)
+        if Mask.ISDIR not in mask and self._skip_name(name):
+            return  # every render makes one: not worth a batch of its own
+        rel = f"{folder}/{name}" if folder else name
         path = os.path.join(self.root, rel)
         if Mask.ISDIR in mask:
             if mask & (Mask.CREATE | Mask.MOVED_TO):

@@ -21,13 +21,14 @@ from pathlib import Path
 from watchfiles import awatch
 
 from swarm.bridge.pathrules import MAX_DEPTH
-from swarm.bridge.policy import SWARM_STATE, SWARMIGNORE, PathPolicy
+from swarm.bridge.policy import SWARM_STATE, SWARMIGNORE, TEMP_MARK, PathPolicy
 from swarm.bridge.survey import Survey
 from swarm.bridge.workspace import MARKER_NAMES
 
 DEFAULT_DEBOUNCE_MS = 30
 _STEP_MS = 5  # quiet time after the last change before a batch is yielded
 _RUST_TIMEOUT_MS = 1000  # bounds how long cancelling the consumer can take
+_PLAIN_MAX = 16  # a batch of up to this many accepted files is handled on the event loop
 
 
 def default_backend() -> str:
@@ -79,6 +80,11 @@ def _scan_under(
     return found
 
 
+def _policy_file(rel: str) -> bool:
+    """A file that says what syncs: a change to it reloads the policy."""
+    return rel == SWARMIGNORE or rel.rpartition("/")[2] in MARKER_NAMES
+
+
 # Files that say how the folder syncs, not memory: never listed as "not synced".
 _SETUP_FILES = frozenset({SWARMIGNORE, *MARKER_NAMES})
 
@@ -104,7 +110,9 @@ class FolderWatcher:
         """Batches until `stop` is set; `deleted` reflects whether the path exists now."""
         self._known = set(await asyncio.to_thread(scan, self.root, self.policy))
         async for raw_paths in self._changes(stop):
-            batch = await asyncio.to_thread(self._batch, raw_paths)
+            batch = self._plain_files(raw_paths)  # the usual case: no thread hop needed
+            if batch is None:
+                batch = await asyncio.to_thread(self._batch, raw_paths)
             if batch:
                 yield batch
 
@@ -117,6 +125,7 @@ class FolderWatcher:
                 str(self.root),
                 debounce_ms=self.debounce_ms,
                 skip_dir=lambda rel: self.policy.folder_reason(rel) == SWARM_STATE,
+                skip_name=lambda name: name.startswith(".") and TEMP_MARK in name,
                 max_depth=MAX_DEPTH,
             )
             async for paths in source.batches(stop):
@@ -133,12 +142,25 @@ class FolderWatcher:
         ):
             yield [raw for _, raw in changes]
 
+    def _plain_files(self, raw_paths: list[str]) -> list[FileEvent] | None:
+        """The batch for a few accepted files, or None when a path needs `_batch` (a folder,
+        the policy's own files, an overflow: scans, done in a worker thread)."""
+        if len(raw_paths) > _PLAIN_MAX:
+            return None
+        rels: set[str] = set()
+        for raw in raw_paths:
+            rel = self._relative(raw)
+            if rel is None or _policy_file(rel) or not self.policy.accepts(rel):
+                return None
+            rels.add(rel)
+        return self._events_for(rels)
+
     def _batch(self, raw_paths: list[str]) -> list[FileEvent]:
         touched: set[str] = set()
         if str(self.root) in raw_paths:  # events were lost (inotify's queue overflowed)
             touched |= set(scan(self.root, self.policy)) | self._known
         rels = [rel for rel in map(self._relative, raw_paths) if rel is not None]
-        if any(rel == SWARMIGNORE or rel.rpartition("/")[2] in MARKER_NAMES for rel in rels):
+        if any(map(_policy_file, rels)):
             touched |= self._reload_policy()  # what syncs may have changed
         for rel in rels:
             if rel == SWARMIGNORE:
@@ -147,6 +169,9 @@ class FolderWatcher:
                 touched.add(rel)
             else:
                 touched |= self._expand_folder(rel)
+        return self._events_for(touched)
+
+    def _events_for(self, touched: set[str]) -> list[FileEvent]:
         events = [FileEvent(rel, not os.path.exists(self.root / rel)) for rel in sorted(touched)]
         for event in events:
             if event.deleted:
