@@ -119,6 +119,8 @@ class InotifySource:
         entry = self._dirs.get(watch.wd)
         if Mask.IGNORED in mask:
             self._dirs.pop(watch.wd, None)
+            if entry is not None and entry[1] == "":  # unmounted, or gone without DELETE_SELF
+                raise FolderGone(2, "the watched folder is no longer watched", self.root)
             return
         if entry is None:
             return
