@@ -177,6 +177,12 @@ class DaemonSettings(SwarmSettings):
     # The new-file budget (swarm/flood.py): more new files, or MB of them, within a minute held.
     new_files_per_minute: int = setting("SWARM_NEW_FILES_PER_MINUTE", 200, ge=1, le=10**6)
     new_mb_per_minute: float = setting("SWARM_NEW_MB_PER_MINUTE", 50.0, gt=0, le=10**5)
+    # Guarded files (swarm/protect/): only the listed writers ("NODE:PUBLIC_KEY", as `swarm
+    # keygen --node` prints) may change them; no writers, no guard.
+    protect: tuple[str, ...] = setting(
+        "SWARM_PROTECT", ("SOUL.md", "IDENTITY.md", "AGENTS.md", "soul.json", "safety/**")
+    )
+    writers: tuple[str, ...] = setting("SWARM_WRITERS", ())
     heartbeat_interval: float = setting("SWARM_HEARTBEAT_INTERVAL", 1.0, gt=0, le=60)
     offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
     grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)
@@ -191,6 +197,15 @@ class DaemonSettings(SwarmSettings):
         if value == "0":
             return value
         parse_http(value)
+        return value
+
+    @field_validator("writers")
+    @classmethod
+    def _writers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from swarm.protect.keys import parse_writer
+
+        for entry in value:
+            parse_writer(entry)  # a WriterKeyError is a ValueError: one line naming the entry
         return value
 
     @property

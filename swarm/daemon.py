@@ -33,6 +33,7 @@ from swarm.transport.redis_transport import RedisTransport
 
 if TYPE_CHECKING:
     from swarm.http import HttpServer
+    from swarm.protect.guard import Protection
 
 log = logging.getLogger("swarm.daemon")
 
@@ -128,8 +129,11 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
         delete_guard_share=settings.delete_guard_share,
         new_files_per_minute=settings.new_files_per_minute,
         new_mb_per_minute=settings.new_mb_per_minute,
+        node_id=node_id,
+        role=settings.role,
     )
     node = Node(options, store)
+    node.protection = protection_for(settings, node_id)
     node.load()
     transport = transport_for(settings, node_id, codec)
     # Redis trouble and a swarm key mismatch: one log line per cause, /readyz, status, metrics.
@@ -148,6 +152,27 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     runtime = Runtime(settings, node_id, store, node, transport, replicator, asyncio.Event())
     runtime.state_lock = lock
     return runtime
+
+
+def protection_for(settings: DaemonSettings, node_id: str) -> Protection:
+    """The guard of protected files; the node's signing key is read (or created) only when
+    writers are configured."""
+    from swarm.protect.guard import Protection
+    from swarm.protect.keys import WriterKeyError, node_key, parse_writer
+
+    writers = dict(parse_writer(entry) for entry in settings.writers)
+    if not writers:
+        return Protection(node_id, settings.protect)
+    try:
+        key = node_key(settings.resolved_state_dir)
+    except WriterKeyError as exc:
+        raise DaemonError(str(exc)) from None
+    guard = Protection(node_id, settings.protect, writers, key)
+    log.info(
+        "protected files (%s): this node %s one of their %d writers",
+        ", ".join(settings.protect), "is" if guard.is_writer else "is not", len(writers),
+    )
+    return guard
 
 
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:

@@ -53,9 +53,11 @@ from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
 from swarm.heap import release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
+from swarm.memory.stamps import Author
 from swarm.merges import MergeJournal
 from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
+from swarm.protect.guard import LOCAL_WRITE, Protection
 from swarm.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ _BUSY_RETRY_S = 0.01  # first look again at a file another process holds open fo
 
 # While a node renders more than this many files a second, a file due again soon has its render
 # interval doubled (see next_render_interval).
-_RENDER_BUDGET = 100
+RENDER_BUDGET = 100
 # A file another process holds open for writing is not rendered; it is tried again after this
 # wait, doubled up to the longest while the writer keeps it open.
 _BUSY_RETRY = (0.02, 1.0)
@@ -96,9 +98,15 @@ class NodeOptions:
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = 0.5
     delete_guard_min: int = 3
+    # Deletions seen by the watcher are judged together once none came for this long: `rm -r`
+    # on a loaded machine arrives in several batches, each too small to look like an accident.
+    delete_quiet: float = 0.3
     # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
     new_files_per_minute: int = DEFAULT_FILES
     new_mb_per_minute: float = DEFAULT_MB
+    # Who this node is: recorded in the documents with every local change (swarm blame).
+    node_id: str = ""
+    role: str = ""
 
 
 @dataclass
@@ -161,11 +169,17 @@ class Node:
         self._busy_retries: dict[str, int] = {}  # path -> looks at a file held open for writing
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
         self._background: set[asyncio.Task[None]] = set()
+        # Deletions the watcher reported, waiting to be judged together (see _ingest_batch).
+        self._gone: set[str] = set()
+        self._gone_seen = 0
+        self._judging: asyncio.Task[None] | None = None
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
         # Old files renders took from writers still writing them (render.py), and a crash's.
         self._displaced = DisplacedWatch(self._merge_displaced)
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
+        self.author = Author(options.node_id, options.role) if options.node_id else None
+        self.protection = Protection(options.node_id)  # guarded files (swarm/protect/): off
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -241,12 +255,12 @@ class Node:
 
     def _restore(self, path: str) -> MemoryDoc:
         try:
-            doc = MemoryDoc.restore(path, self.store.load_doc(path))
+            doc = MemoryDoc.restore(path, self.store.load_doc(path), self.author)
         except UpdateError as exc:
             # A stored update pycrdt now refuses: keep what can be applied, say so once.
             self.counters.last_error = str(exc)
             log.error("restoring %s: %s", path, exc)
-            doc = MemoryDoc(path)
+            doc = MemoryDoc(path, author=self.author)
             for update in self.store.load_doc(path):
                 try:
                     doc.apply(update)
@@ -314,7 +328,7 @@ class Node:
     def doc(self, path: str) -> MemoryDoc:
         doc = self.docs.get(path)
         if doc is None or doc.broken:
-            doc = self._restore(path) if doc is not None else MemoryDoc(path)
+            doc = self._restore(path) if doc is not None else MemoryDoc(path, author=self.author)
             self.docs[path] = doc
         return doc
 
@@ -340,6 +354,9 @@ class Node:
         if result.missing:
             if self.deletions_held is not None:
                 return
+            if existed and self.protection.refuses_local(path):
+                self._refuse_local(path, None)
+                return
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
@@ -358,9 +375,27 @@ class Node:
             self._stats[path] = result.stat
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
+        if self.protection.refuses_local(path):
+            self._refuse_local(path, result.text)
+            return
         if not self.flood.admit(path, result.text, self.docs.get(path)):
             return  # held by the new-file budget until confirmed (swarm/flood.py)
         self._ingest_text(path, result.text)
+
+    def _refuse_local(self, path: str, text: str | None) -> None:
+        """An agent here changed (or, `text` None, deleted) a protected file, and this node is
+        not one of its writers: nothing is sent; the attempt is kept in the store (`swarm
+        history`), counted for status, and the disk goes back to the swarm's version (a file the
+        swarm has no version of is left as it is)."""
+        self.protection.refuse(self.options.node_id or "this node", path, LOCAL_WRITE)
+        doc = self.docs.get(path)
+        with self.store.batch():
+            if text is not None:
+                self.store.keep_refused(path, text)
+                self._record_version(path, text)  # what the disk holds: the render replaces it
+            self._set_existed(path, text is not None)
+        if doc is not None and not doc.is_empty:
+            self.mark_dirty(path)
 
     async def close(self) -> None:
         """Cancel retries still scheduled (before the store closes under them)."""
@@ -409,8 +444,9 @@ class Node:
         versions = self.store.versions(path)
         bases = self._bases(path, versions)
         adopt = not versions and not doc.is_empty
+        kept = [] if doc.exists else [content for _, content in self.store.trashed(path)]
         before = doc.content if log.isEnabledFor(logging.DEBUG) else None
-        update = doc.write(text, bases, adopt=adopt)
+        update = doc.write(text, bases, adopt=adopt, kept=kept)
         if before is not None:
             gone = set(before.splitlines()) - set(doc.content.splitlines())
             log.debug(
@@ -435,8 +471,11 @@ class Node:
 
     def _bases(self, path: str, versions: list[str]) -> list[str]:
         """Versions the agent may have read: newest first, back to its own last write (an agent
-        always sees what it wrote itself)."""
+        always sees what it wrote itself). No base once the agent deleted the file itself: what
+        it writes next is a new file, not a stale copy of the old one."""
         own = self._own_write.get(path)
+        if own == _DELETED:
+            return []
         if own is None:
             return versions
         found: list[str] = []
@@ -450,6 +489,7 @@ class Node:
         doc = self.docs[path]
         content = doc.content
         update = doc.delete()
+        self._own_write[path] = _DELETED
         with self.store.batch():
             self.store.trash(path, last if last is not None else content)
             if update is not None:
@@ -782,6 +822,10 @@ class Node:
                 handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
                 return
+            if self.protection.refuses_local(path):
+                self.protection.refuse(self.options.node_id, path, LOCAL_WRITE)
+                self.store.keep_refused(path, text)
+                return
             doc = self.doc(path)
             bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
             update = doc.write(text, bases)
@@ -888,16 +932,48 @@ class Node:
             await _sleep_or_stop(stop, 0.2)
 
     async def _ingest_batch(self, batch: list[FileEvent]) -> None:
-        gone = [e.path for e in batch if e.deleted and self._existed(e.path)]
-        if gone and self._guard_deletions(len(gone)):
-            batch = [e for e in batch if not e.deleted]
+        """Changes are ingested at once; deletions wait until none came for `delete_quiet`, then
+        the mass-delete guard judges them together (see `_judge_deletions`)."""
+        self._note_gone([e.path for e in batch if e.deleted and self._existed(e.path)])
         for event in batch:
-            try:
-                await self.ingest(event.path)
-            except Exception as exc:  # one bad file must not stop the watcher
-                self.counters.ingest_errors += 1
-                self.counters.last_error = f"{event.path}: {exc}"
-                log.exception("ingesting %s failed", event.path)
+            if not event.deleted:
+                await self._ingest_one(event.path)
+
+    def _note_gone(self, gone: list[str]) -> None:
+        """Files seen missing (by the watcher or a rescan): judged together once quiet."""
+        if not gone or self.deletions_held is not None:
+            return
+        self._gone.update(gone)
+        self._gone_seen += 1
+        if self._judging is None:
+            self._judging = asyncio.get_running_loop().create_task(self._judge_deletions())
+            self._background.add(self._judging)
+            self._judging.add_done_callback(self._background.discard)
+
+    async def _judge_deletions(self) -> None:
+        """Once deletions stopped coming, hold them all if together they look like an accident;
+        else ingest each (a file back by then is read as changed, not deleted)."""
+        try:
+            seen = -1
+            while seen != self._gone_seen:
+                seen = self._gone_seen
+                await asyncio.sleep(self.options.delete_quiet)
+        finally:
+            self._judging = None
+        gone = sorted(path for path in self._gone if self._existed(path))
+        self._gone.clear()
+        if not gone or self._guard_deletions(len(gone)):
+            return
+        for path in gone:
+            await self._ingest_one(path)
+
+    async def _ingest_one(self, path: str) -> None:
+        try:
+            await self.ingest(path)
+        except Exception as exc:  # one bad file must not stop the watcher
+            self.counters.ingest_errors += 1
+            self.counters.last_error = f"{path}: {exc}"
+            log.exception("ingesting %s failed", path)
 
     async def rescan(self) -> None:
         """Ingest every file whose stat changed since this node last read or wrote it: the
@@ -906,10 +982,9 @@ class Node:
         for path, key in on_disk.items():
             if self._stats.get(path) != key:
                 await self.ingest(path)
-        gone = [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
-        if gone and not self._guard_deletions(len(gone)):
-            for path in gone:
-                await self.ingest(path)
+        self._note_gone(
+            [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
+        )
 
     async def maintenance_loop(
         self, stop: asyncio.Event, interval: float = 1.0, rescan_every: float = 30.0
@@ -960,6 +1035,8 @@ class Node:
         Returns the document's state vector right after, and the outbox id (None: no change)."""
         if self.refuses(path):
             raise ValueError(f"{path} is not synced by this node")
+        if self.protection.refuses_local(path):
+            raise ValueError(f"{path} is protected and this node is not one of its writers")
         async with self._lock(path):
             doc = self.doc(path)
             current = doc.content if doc.exists else ""
@@ -980,9 +1057,12 @@ def next_render_interval(
     its last render: doubled while the node is over its render budget and the file is due again
     soon (within twice the longest wait), halved back towards `base` otherwise (step by step:
     no swing between extremes)."""
-    if renders_last_second > _RENDER_BUDGET and since < 2 * most:
+    if renders_last_second > RENDER_BUDGET and since < 2 * most:
         return min(most, gap * 2)
     return max(base, gap / 2)
+
+
+_DELETED = (-1, b"")  # in place of the agent's own last write: it deleted the file
 
 
 def _fingerprint(text: str) -> tuple[int, bytes]:

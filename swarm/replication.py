@@ -45,6 +45,7 @@ _INBOUND_BATCH = 512
 _GAP_GRACE_S = 0.1  # how long a hole in the chain of log ids may last before the log is read
 _READ_BATCH = 10_000
 _RENDER_HOLD_S = 3.0  # longest a catch-up keeps files from being rendered in one go
+_LEASE_YIELD_ROUNDS = 3  # compaction rounds a non-writer leaves the lease to a protected file's
 
 
 @dataclass
@@ -103,6 +104,10 @@ class Replicator:
         self._gap_cursor = "0-0"  # the cursor when a hole in the chain of ids was noticed
         self._wanted: dict[str, vector.StateVector] = {}
         self._snapshotted: dict[str, str] = {}  # path -> state vector digest in Redis
+        # Protected files this node may not snapshot: path -> digest when last seen changed,
+        # and compaction rounds left before it takes the lease again (see compact_once).
+        self._protected_seen: dict[str, str] = {}
+        self._lease_yield = 0
         self._facts: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (revision, facts)
         self.started_at = time.time()
         self.host = socket.gethostname()
@@ -190,9 +195,11 @@ class Replicator:
                 if len(update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
                     log.error("cannot publish an update of %s: %d bytes", path, len(update))
                     continue
-                sendable.append(
+                env = self.node.protection.outgoing(
                     Envelope(self.options.swarm, path, self.options.node_id, Kind.UPDATE, update)
                 )
+                if env is not None:  # None: a protected file's fix-up on a node not its writer
+                    sendable.append(env)
             if self.redis is not None:
                 try:
                     receipts = await self.redis.publish_many(sendable) if sendable else []
@@ -214,6 +221,10 @@ class Replicator:
 
     async def _publish(self, env: Envelope) -> None:
         self.node.store.commit()  # nothing leaves the node before it is stored (group commit)
+        sendable = self.node.protection.outgoing(env)  # signed, or None: not ours to send
+        if sendable is None:
+            return
+        env = sendable
         if self.redis is not None:
             prev, stream_id = await self.redis.publish_chained(env)
             self._link(prev, stream_id)
@@ -248,7 +259,8 @@ class Replicator:
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload, env.sender)
+            if self.node.protection.admits(env):
+                self.node.apply_remote(env.path, env.payload, env.sender)
         elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
@@ -336,6 +348,9 @@ class Replicator:
         after = self.cursor
         if self.cursor == "0-0" or (first and _stream_key(first) > _stream_key(self.cursor)):
             snapshots = await self.redis.snapshots()
+            for path, env in self.redis.snapshot_envelopes.items():
+                if not self.node.protection.admits(env):
+                    del snapshots[path]  # a protected file's, not signed by a writer
             with store.batch():
                 for path, (_covered, state) in snapshots.items():
                     self.node.apply_remote(path, state)
@@ -384,7 +399,11 @@ class Replicator:
         senders: dict[str, set[str]] = {}
         for message in messages:
             env = message.envelope
-            if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+            if (
+                env.sender != self.options.node_id
+                and env.kind in (Kind.UPDATE, Kind.STATE)
+                and self.node.protection.admits(env)
+            ):
                 by_path.setdefault(env.path, []).append(env.payload)
                 senders.setdefault(env.path, set()).add(env.sender)
         with self.node.store.batch():
@@ -427,6 +446,7 @@ class Replicator:
             "files_held": node.flood.report(),
             "disk": node.health.summary(node.disk_states()),
             "refused": node.edge.refused(),
+            "protected_refused": node.protection.report(),
             "not_synced": node.not_synced.to_json(),
             "files_digest": digest,
             "files": files,
@@ -579,17 +599,29 @@ class Replicator:
         the log behind the snapshots. Safe if two nodes briefly both do it: snapshots never move
         backwards and each holds everything up to its covered id."""
         assert self.redis is not None
+        if self._lease_yield > 0:  # leaving the lease to a writer for a while (see below)
+            self._lease_yield -= 1
+            return False
         if not await self.redis.acquire_lease(self.options.lease_ttl_ms):
             return False
         covered = self.cursor
         if covered == "0-0":
             return False
+        protected_changed = False
         for path, doc in list(self.node.docs.items()):
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
             self.node.store.commit()  # a snapshot holds only what is stored (group commit)
-            if await self.redis.put_snapshot(path, covered, doc.encode_state()):
+            state = doc.encode_state()
+            env = self.node.protection.outgoing(
+                Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)
+            )
+            if env is None:  # a protected file: only its writers vouch for a snapshot of it
+                protected_changed |= self._protected_seen.get(path) != digest
+                self._protected_seen[path] = digest
+                continue
+            if await self.redis.put_snapshot(path, covered, state, env.signature):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
         await self.redis.trim_log()
@@ -598,6 +630,11 @@ class Replicator:
             log.info(
                 "forgot nodes silent for %.0f s: %s", self.options.forget_nodes_after, forgotten
             )
+        if protected_changed:
+            # The log is trimmed only behind snapshots, and only a writer may write a protected
+            # file's: a non-writer that kept the lease would let the log grow for good.
+            await self.redis.release_lease()
+            self._lease_yield = _LEASE_YIELD_ROUNDS
         return True
 
 

@@ -48,7 +48,14 @@ from swarm.bridge.reader import DEFAULT_MAX_BYTES
 from swarm.config import SwarmSettings
 from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
-from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
+from swarm.status_disks import (
+    DiskReport,
+    odd_content,
+    problems,
+    protected_refusals,
+    refused,
+    within_limit,
+)
 from swarm.status_files import files_table, not_synced_table, parse_not_synced
 from swarm.transport import codec
 from swarm.transport.base import TransportError
@@ -110,6 +117,8 @@ class NodeView:
     refused: tuple[str, ...] = ()  # paths its policy never syncs
     # what its folder holds that does not sync: {"counts": {reason: n}, "paths": {path: reason}}
     not_synced: dict[str, Any] = field(default_factory=dict)
+    # changes of protected files it refused: [{node, path, reason, count, last}] (swarm/protect/)
+    protected_refused: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,7 @@ class SwarmView:
                     "disk_differs": dict(n.disk_differs),
                     "refused": list(n.refused),
                     "not_synced": n.not_synced or {"counts": {}, "paths": {}},
+                    "protected_refused": list(n.protected_refused),
                 }
                 for n in self.nodes
             ],
@@ -313,6 +323,7 @@ def _node_view(
         disk_differs=dict(sorted(differs.items())),
         refused=refused(info),
         not_synced=parse_not_synced(info),
+        protected_refused=protected_refusals(info),
     )
 
 
@@ -576,6 +587,15 @@ def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> 
         parts.append(files_table(view))
     if with_files:
         parts.extend(not_synced_table(view))
+    for node in view.nodes:
+        for refusal in node.protected_refused:
+            parts.append(
+                Text(
+                    f"{node.node} refused {refusal['count']} change(s) of protected "
+                    f"{refusal['path']} from {refusal['node']}: {refusal['reason']}",
+                    "yellow",
+                )
+            )
     if view.redis.unreadable:
         parts.append(Text(f"unreadable in Redis: {', '.join(view.redis.unreadable)}", "red"))
     if view.redis.rejected:

@@ -117,3 +117,25 @@ def within_limit(path: str, updates: list[bytes], max_bytes: int) -> MemoryDoc:
 def _size(doc: MemoryDoc, max_bytes: int) -> int:
     size = doc.stored_bytes
     return size if size <= max_bytes else doc.content_bytes()
+
+
+def protected_refusals(info: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The refused changes of protected files a heartbeat reports; malformed entries left out."""
+    entries = info.get("protected_refused")
+    found = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            continue
+        found.append(
+            {
+                "node": _text(entry.get("node")),
+                "path": _text(entry.get("path")),
+                "reason": _text(entry.get("reason")),
+                "count": count,
+                "last": _number(entry.get("last")),
+            }
+        )
+    return tuple(found[:50])

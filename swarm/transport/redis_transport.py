@@ -51,7 +51,9 @@ from swarm.transport.redis_client import (
 from swarm.transport.redis_errors import CONNECTION, classify
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.rejects import RejectLog
-from swarm.wire import Envelope, Kind
+from swarm.wire import Envelope, Kind, WireError
+from swarm.wire import decode as wire_decode
+from swarm.wire import encode as wire_encode
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,20 @@ def _where(url: str) -> str:
     return f"{parts.hostname or '?'}:{parts.port or 6379}"
 
 
+def _plain_snapshot(swarm: str, field: str, record: bytes) -> Envelope:
+    """A keyless snapshot record: the state itself, or a signed envelope holding it (protected
+    files, swarm/protect/); the sender is unknown ('') for a bare state."""
+    if record[:2] == b"SW":
+        try:
+            env = wire_decode(record, swarm=swarm)
+        except WireError:
+            pass
+        else:
+            if env.path == field and env.signature:
+                return env
+    return Envelope(swarm, field, "", Kind.STATE, record)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
@@ -249,6 +265,8 @@ class RedisTransport:
         self.log_maxlen = log_maxlen
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        # path -> the envelope of its snapshot as `snapshots` last read it (sender, signature)
+        self.snapshot_envelopes: dict[str, Envelope] = {}
         self.last_scanned_id = "0-0"  # last log entry read_log looked at, decodable or not
         self.codec: Codec = codec if codec is not None else PlainCodec(swarm)
         self.rejects = RejectLog(log)  # rejections per reason, and rate-limited logging
@@ -678,6 +696,7 @@ class RedisTransport:
             async with asyncio.timeout(self._op_timeout):
                 records = await self._client.hgetall(self.keys.snap)
         result: dict[str, tuple[str, bytes]] = {}
+        envelopes: dict[str, Envelope] = {}
         for raw_field, record in records.items():
             covered, sep, sealed = _as_bytes(record).partition(b" ")
             try:
@@ -692,17 +711,22 @@ class RedisTransport:
                 decoded = self._open(sealed, snapshot_context(field, covered.decode()))
                 if decoded is None:
                     continue
-                path, state = decoded.envelope.path, decoded.envelope.payload
+                env = decoded.envelope
             else:
-                path, state = field, sealed
+                env = _plain_snapshot(self.swarm, field, sealed)
+            path, state = env.path, env.payload
             # After a key rotation one file may have a record under each key's field: the one
             # covering more of the log wins (each holds everything up to its covered id).
             known = result.get(path)
             if known is None or parse_stream_id(known[0]) < parse_stream_id(covered):
                 result[path] = (covered.decode(), state)
+                envelopes[path] = env
+        self.snapshot_envelopes = envelopes
         return result
 
-    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
+    async def put_snapshot(
+        self, path: str, covered_id: str, state: bytes, signature: bytes = b""
+    ) -> bool:
         """Store `state` as covering the log of `path` up to `covered_id`.
 
         False when this node does not hold the lease, or when it would move the covered id
@@ -710,9 +734,11 @@ class RedisTransport:
         """
         parse_stream_id(covered_id)
         field = self.codec.path_field(path)
+        env = Envelope(self.swarm, path, self.node, Kind.STATE, state, signature=signature)
         if not isinstance(self.codec, PlainCodec):
-            env = Envelope(self.swarm, path, self.node, Kind.STATE, state)
             state = self.codec.seal(env, snapshot_context(field, covered_id))
+        elif signature:  # a protected file's: the envelope itself, so its signature is kept
+            state = wire_encode(env)
         with self._failures("put_snapshot"):
             async with asyncio.timeout(self._op_timeout):
                 stored = await self._snapshot_script(
