@@ -1,9 +1,9 @@
 """Replication: moving a node's updates to the swarm and the swarm's updates into the node.
 
-Generic part (any Transport): flush the outbox, apply what arrives. Redis part (a transport with a
-log): a contiguous cursor over the swarm log, catch-up from snapshots + log tail on join and after
-every gap, re-seeding a Redis that lost the swarm's data, heartbeats with per-file state vectors,
-anti-entropy, and log compaction under a lease.
+On a swarm log (`swarm.transport.base.SwarmTransport`: Redis, or the in-process bus of tests):
+flush the outbox, apply what arrives, keep a contiguous cursor over the log, catch up from
+snapshots + log tail on join and after every gap, re-seed a log that lost the swarm's data,
+heartbeat with per-file state vectors, repair through anti-entropy, compact under a lease.
 
 The cursor is the heart of "no lost message": it only moves over log entries this node has
 applied (or published itself), in log order. Live messages name the entry before them, so a
@@ -33,9 +33,14 @@ from swarm.memory import MemoryDoc, vector
 from swarm.memory.batching import coalesce
 from swarm.node import Node
 from swarm.transport import codec
-from swarm.transport.base import Message, Transport, TransportError, is_gap_marker
+from swarm.transport.base import (
+    Message,
+    SwarmTransport,
+    TransportError,
+    is_gap_marker,
+    parse_stream_id,
+)
 from swarm.transport.redis_client import ReconnectBackoff
-from swarm.transport.redis_transport import RedisTransport, parse_stream_id
 from swarm.wire import MAX_PAYLOAD, Envelope, Kind, WireError
 
 log = logging.getLogger(__name__)
@@ -76,17 +81,12 @@ class ReplicationCounters:
     catchup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=100))
 
 
-def _stream_key(stream_id: str) -> tuple[int, int]:
-    return parse_stream_id(stream_id)
-
-
 class Replicator:
-    def __init__(self, node: Node, transport: Transport, options: ReplicationOptions) -> None:
+    def __init__(self, node: Node, transport: SwarmTransport, options: ReplicationOptions) -> None:
         self.node = node
         self.transport = transport
         self.options = options
         self.counters = ReplicationCounters()
-        self.redis = transport if isinstance(transport, RedisTransport) else None
         self.cursor = node.store.get_meta("cursor") or "0-0"
         self._links: dict[str, str] = {}  # prev id -> id, for entries beyond a gap
         self._outbox_wake = asyncio.Event()
@@ -114,10 +114,6 @@ class Replicator:
     def caught_up(self) -> bool:
         return self._caught_up.is_set()
 
-    @property
-    def connected(self) -> bool:
-        return self.redis.connected if self.redis is not None else True
-
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then flush the outbox one last time (bounded by the caller)."""
         self._outbox_wake.set()
@@ -125,13 +121,10 @@ class Replicator:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._inbound(stop))
                 group.create_task(self._outbox_loop(stop))
-                if self.redis is not None:
-                    self._catchup_wake.set()
-                    group.create_task(self._catchup_loop(stop))
-                    group.create_task(self._heartbeat_loop(stop))
-                    group.create_task(self._compaction_loop(stop))
-                else:
-                    self._caught_up.set()
+                self._catchup_wake.set()
+                group.create_task(self._catchup_loop(stop))
+                group.create_task(self._heartbeat_loop(stop))
+                group.create_task(self._compaction_loop(stop))
                 await stop.wait()
                 raise _Stop
         except* _Stop:
@@ -193,31 +186,23 @@ class Replicator:
                 sendable.append(
                     Envelope(self.options.swarm, path, self.options.node_id, Kind.UPDATE, update)
                 )
-            if self.redis is not None:
-                try:
-                    receipts = await self.redis.publish_many(sendable) if sendable else []
-                except TransportError:
-                    self.counters.publish_errors += 1
-                    raise
-                with store.batch():
-                    for prev, stream_id in receipts:
-                        self._link(prev, stream_id)
-                    store.ack(entry.id for entry in entries)
-                if (self.redis.log_length or 0) >= self.options.compact_after_entries:
-                    self._compact_wake.set()
-            else:
-                for env in sendable:
-                    await self.transport.publish(env)
+            try:
+                receipts = await self.transport.publish_many(sendable) if sendable else []
+            except TransportError:
+                self.counters.publish_errors += 1
+                raise
+            with store.batch():
+                for prev, stream_id in receipts:
+                    self._link(prev, stream_id)
                 store.ack(entry.id for entry in entries)
+            if (self.transport.log_length or 0) >= self.options.compact_after_entries:
+                self._compact_wake.set()
             self.counters.published += len(sendable)
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
-        if self.redis is not None:
-            prev, stream_id = await self.redis.publish_chained(env)
-            self._link(prev, stream_id)
-        else:
-            await self.transport.publish(env)
+        prev, stream_id = await self.transport.publish_chained(env)
+        self._link(prev, stream_id)
         self.counters.published += 1
         self.counters.published_bytes += len(env.payload)
 
@@ -227,12 +212,10 @@ class Replicator:
         async for message in self.transport.messages():
             if stop.is_set():
                 return
-            burst = [message]
-            if self.redis is not None:
-                # One turn of the loop lets the reader parse what else has already arrived, so
-                # a busy channel is applied in bursts (one commit each).
-                await asyncio.sleep(0)
-                burst += self.redis.ready_messages(_INBOUND_BATCH)
+            # One turn of the loop lets the reader parse what else has already arrived, so a
+            # busy channel is applied in bursts (one commit each).
+            await asyncio.sleep(0)
+            burst = [message, *self.transport.ready_messages(_INBOUND_BATCH)]
             # One commit for a burst. Each update is applied on its own, through the document's
             # causal buffer: live messages can arrive with a gap (see merge_runs).
             with self.node.store.batch():
@@ -255,7 +238,7 @@ class Replicator:
 
     def _link(self, prev: str, stream_id: str) -> None:
         """Advance the cursor over contiguous log entries; note a gap for a catch-up."""
-        if _stream_key(stream_id) <= _stream_key(self.cursor):
+        if parse_stream_id(stream_id) <= parse_stream_id(self.cursor):
             return
         self._links[prev] = stream_id
         moved = False
@@ -282,8 +265,7 @@ class Replicator:
         self._gap_check_pending = False
         if not self._links:
             return
-        backlog = self.redis.backlog if self.redis is not None else 0
-        if self.cursor != self._gap_cursor or backlog:
+        if self.cursor != self._gap_cursor or self.transport.backlog:
             self._arm_gap_check()
             return
         self._catchup_wake.set()
@@ -310,48 +292,49 @@ class Replicator:
         except (TransportError, WireError) as exc:
             log.debug("could not publish %s for %s: %s", env.kind.name, env.path, exc)
 
-    # -- catch-up (Redis) ----------------------------------------------------------------------
+    # -- catch-up ----------------------------------------------------------------------
 
     async def _catchup_loop(self, stop: asyncio.Event) -> None:
         await self._run_on_wake(stop, self._catchup_wake, self.catch_up, "catch-up")
 
     async def catch_up(self) -> None:
         """Load what this node missed: snapshots if the log no longer reaches back to the cursor,
-        then the log tail; re-seed Redis from our own state if it lost the swarm's data."""
-        assert self.redis is not None
+        then the log tail; re-seed the log from our own state if it lost the swarm's data."""
         started = time.perf_counter()
         store = self.node.store
         known_epoch = store.get_meta("epoch")
         # Always offer a fresh value: offering the known one would let the first node back after
         # a wipe restore the old epoch, and no node would ever notice the wipe and re-seed.
-        epoch = await self.redis.epoch(uuid.uuid4().hex)
+        epoch = await self.transport.epoch(uuid.uuid4().hex)
         reseed = known_epoch is not None and epoch != known_epoch
         if reseed:
             log.warning("Redis lost the swarm's data; re-seeding it from this node's state")
             self.cursor = "0-0"
             self._links.clear()
-        info = await self.redis.log_info()
+        info = await self.transport.log_info()
         first = info.get("first_id")
         after = self.cursor
-        if self.cursor == "0-0" or (first and _stream_key(first) > _stream_key(self.cursor)):
-            snapshots = await self.redis.snapshots()
+        if self.cursor == "0-0" or (
+            first and parse_stream_id(first) > parse_stream_id(self.cursor)
+        ):
+            snapshots = await self.transport.snapshots()
             with store.batch():
                 for path, (_covered, state) in snapshots.items():
                     self.node.apply_remote(path, state)
             if snapshots:
-                after = min((covered for covered, _ in snapshots.values()), key=_stream_key)
+                after = min((covered for covered, _ in snapshots.values()), key=parse_stream_id)
                 if (
-                    _stream_key(self.cursor) > _stream_key(after)
+                    parse_stream_id(self.cursor) > parse_stream_id(after)
                     and first
-                    and (_stream_key(first) <= _stream_key(self.cursor))
+                    and (parse_stream_id(first) <= parse_stream_id(self.cursor))
                 ):
                     after = self.cursor
         try:
             while True:
-                messages = await self.redis.read_log(after, count=_READ_BATCH)
+                messages = await self.transport.read_log(after, count=_READ_BATCH)
                 if not messages:
-                    scanned = self.redis.last_scanned_id  # only undecodable entries were left
-                    if _stream_key(scanned) > _stream_key(self.cursor):
+                    scanned = self.transport.last_scanned_id  # only undecodable entries were left
+                    if parse_stream_id(scanned) > parse_stream_id(self.cursor):
                         self.cursor = scanned
                     break
                 after = messages[-1].stream_id or after
@@ -363,7 +346,9 @@ class Replicator:
         finally:
             self.node.release_renders()
         self._links = {
-            p: i for p, i in self._links.items() if _stream_key(i) > _stream_key(self.cursor)
+            p: i
+            for p, i in self._links.items()
+            if parse_stream_id(i) > parse_stream_id(self.cursor)
         }
         while self.cursor in self._links:
             self.cursor = self._links.pop(self.cursor)
@@ -389,7 +374,7 @@ class Replicator:
         with self.node.store.batch():
             for path, updates in by_path.items():
                 self.node.apply_remote_many(path, updates, senders[path])
-            if _stream_key(last) > _stream_key(self.cursor):
+            if parse_stream_id(last) > parse_stream_id(self.cursor):
                 self.cursor = last
                 self.node.store.set_meta("cursor", last)
 
@@ -403,7 +388,7 @@ class Replicator:
         self._snapshotted.clear()
         self.counters.reseeds += 1
 
-    # -- heartbeat and anti-entropy (Redis) ----------------------------------------------------
+    # -- heartbeat and anti-entropy ----------------------------------------------------
 
     def presence_info(self) -> dict[str, Any]:
         """What this node tells the swarm about itself: enough for `swarm status` to decide
@@ -420,7 +405,7 @@ class Replicator:
             "cursor": self.cursor,
             "lag": self.counters.lag,
             "last_error": self._problem() or node.flood.held or node.last_error(),
-            "problems": self.redis.problems.active if self.redis and self.redis.problems else {},
+            "problems": self.transport.problems.active if self.transport.problems else {},
             "skipped": dict(node.counters.skipped_files),
             "deletions_held": node.deletions_held,
             "files_held": node.flood.report(),
@@ -433,7 +418,7 @@ class Replicator:
 
     def _problem(self) -> str | None:
         """The newest problem with Redis or the swarm key, if any."""
-        problems = self.redis.problems if self.redis is not None else None
+        problems = self.transport.problems
         return problems.newest() if problems else None
 
     def _all_file_facts(self) -> tuple[dict[str, dict[str, Any]], str]:
@@ -470,11 +455,12 @@ class Replicator:
         return facts
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        assert self.redis is not None
         interval = self.options.heartbeat_interval
         while not stop.is_set():
             try:
-                await self.redis.heartbeat(self.presence_info(), ttl_s=self.options.offline_after)
+                await self.transport.heartbeat(
+                    self.presence_info(), ttl_s=self.options.offline_after
+                )
                 await self._anti_entropy()
             except TransportError as exc:
                 log.debug("heartbeat failed: %s", exc)
@@ -487,13 +473,12 @@ class Replicator:
         when the cursor has not reached the log's end of the previous round, and a file is
         asked for when this node still lacks operations its peers had a round ago (or when it
         waited on missing operations for two rounds)."""
-        assert self.redis is not None
-        info = await self.redis.log_info()
+        info = await self.transport.log_info()
         last, seen_last = info.get("last_id"), self._log_last_seen
-        if seen_last and _stream_key(seen_last) > _stream_key(self.cursor):
+        if seen_last and parse_stream_id(seen_last) > parse_stream_id(self.cursor):
             self._catchup_wake.set()
         self._log_last_seen = last
-        peers = await self.redis.presence()
+        peers = await self.transport.presence()
         self._check_keys()
         online = {node: info for node, info in peers.items() if node != self.options.node_id}
         self._peers = online
@@ -501,7 +486,7 @@ class Replicator:
         facts, mine = self._all_file_facts()
         differing = {n: i for n, i in online.items() if i.get("files_digest") != mine}
         if differing:  # only now read their per-file facts: the summaries alone say "same"
-            files = await self.redis.files_of(sorted(differing))
+            files = await self.transport.files_of(sorted(differing))
             differing = {n: {**i, "files": files.get(n, {})} for n, i in differing.items()}
         total_lag = 0
         behind: dict[str, int] = {
@@ -537,13 +522,12 @@ class Replicator:
     def _check_keys(self) -> None:
         """Peers whose heartbeats this node cannot open hold another swarm key (or none, or
         this node none): say so once, until every live peer is readable again."""
-        assert self.redis is not None
-        problems = self.redis.problems
+        problems = self.transport.problems
         if problems is None:
             return
         unreadable = {
             node: reason
-            for node, (reason, _seen) in self.redis.unreadable_nodes.items()
+            for node, (reason, _seen) in self.transport.unreadable_nodes.items()
             if node != self.options.node_id
         }
         if unreadable:
@@ -552,12 +536,11 @@ class Replicator:
         else:
             problems.resolve(codec.SWARM_KEY, "every live peer's heartbeat is readable again")
 
-    # -- compaction (Redis) --------------------------------------------------------------------
+    # -- compaction --------------------------------------------------------------------
 
     async def _compaction_loop(self, stop: asyncio.Event) -> None:
         """Compact every `compaction_interval`, or sooner when the log grows long: a node that
         returns after a long absence then loads snapshots and a short tail, not the whole log."""
-        assert self.redis is not None
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -576,8 +559,7 @@ class Replicator:
         """Under the lease: write a snapshot of every changed file covering the cursor, then trim
         the log behind the snapshots. Safe if two nodes briefly both do it: snapshots never move
         backwards and each holds everything up to its covered id."""
-        assert self.redis is not None
-        if not await self.redis.acquire_lease(self.options.lease_ttl_ms):
+        if not await self.transport.acquire_lease(self.options.lease_ttl_ms):
             return False
         covered = self.cursor
         if covered == "0-0":
@@ -586,11 +568,11 @@ class Replicator:
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
-            if await self.redis.put_snapshot(path, covered, doc.encode_state()):
+            if await self.transport.put_snapshot(path, covered, doc.encode_state()):
                 self._snapshotted[path] = digest
                 self.counters.snapshots_written += 1
-        await self.redis.trim_log()
-        forgotten = await self.redis.forget_nodes(int(self.options.forget_nodes_after * 1000))
+        await self.transport.trim_log()
+        forgotten = await self.transport.forget_nodes(int(self.options.forget_nodes_after * 1000))
         if forgotten:
             log.info(
                 "forgot nodes silent for %.0f s: %s", self.options.forget_nodes_after, forgotten

@@ -51,8 +51,7 @@ from swarm.memory.vector import StateVector
 from swarm.status_disks import DiskReport, odd_content, problems, refused, within_limit
 from swarm.status_files import files_table, not_synced_table, parse_not_synced
 from swarm.transport import codec
-from swarm.transport.base import TransportError
-from swarm.transport.redis_transport import NodeRecord, parse_stream_id
+from swarm.transport.base import NodeRecord, TransportError, parse_stream_id
 from swarm.wire import Kind
 
 # Redis unreachable must be reported within ~3 s: the transport's own timeouts are 2 s, this

@@ -32,7 +32,7 @@ from swarm.status import (
     fetch_view,
     redis_vectors,
 )
-from swarm.transport.redis_transport import NodeRecord
+from swarm.transport.base import NodeRecord
 from swarm.wire import Kind
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "status-schema.json").read_text())

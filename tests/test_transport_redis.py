@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from swarm.devredis import RedisServer
-from swarm.transport.base import Message, TransportError, is_gap_marker
+from swarm.transport.base import (
+    Message,
+    TransportError,
+    is_gap_marker,
+    next_stream_id,
+    parse_stream_id,
+)
 from swarm.transport.redis_keys import SwarmKeys, SwarmNameError
-from swarm.transport.redis_transport import RedisTransport, next_stream_id, parse_stream_id
+from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind, encode
 
 SWARM = "team"

@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -30,7 +28,14 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from swarm.problems import Problems
 from swarm.transport import codec as reasons
-from swarm.transport.base import Message, TransportError, gap_marker
+from swarm.transport.base import (
+    Message,
+    NodeRecord,
+    TransportError,
+    gap_marker,
+    next_stream_id,
+    parse_stream_id,
+)
 from swarm.transport.codec import (
     LOG,
     Codec,
@@ -55,7 +60,6 @@ from swarm.wire import Envelope, Kind
 
 log = logging.getLogger(__name__)
 
-_STREAM_ID = re.compile(rb"(\d{1,20})-(\d{1,20})")
 _READ_PAGE = 5000
 _STOP_ATTEMPTS = 5
 _STOP_WAIT_S = 1.0
@@ -167,20 +171,6 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def parse_stream_id(value: str | bytes) -> tuple[int, int]:
-    """(ms, seq) of a stream id; ValueError with a one-line message when it is not one."""
-    raw = value.encode() if isinstance(value, str) else value
-    match = _STREAM_ID.fullmatch(raw)
-    if match is None:
-        raise ValueError(f"not a Redis stream id: {value!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def next_stream_id(value: str) -> str:
-    ms, seq = parse_stream_id(value)
-    return f"{ms}-{seq + 1}"
-
-
 def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -206,19 +196,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-@dataclass(frozen=True)
-class NodeRecord:
-    """One node's last heartbeat as stored, expired or not (status shows offline nodes too)."""
-
-    node: str
-    seen_ms: int  # the Redis server's clock when the heartbeat was written
-    ttl_ms: int  # the node's own offline timeout
-    info: dict[str, Any]
-
-    def online(self, now_ms: int) -> bool:
-        return self.seen_ms + self.ttl_ms >= now_ms
-
-
 class RedisTransport:
     """One node's connection to one swarm on one Redis."""
 
@@ -228,7 +205,6 @@ class RedisTransport:
         swarm: str,
         node: str,
         *,
-        log_maxlen: int = 100_000,
         queue_size: int = 10_000,
         socket_timeout: float = SOCKET_TIMEOUT_S,
         connect_timeout: float = CONNECT_TIMEOUT_S,
@@ -245,8 +221,6 @@ class RedisTransport:
         self.swarm = swarm
         self.node = node
         self.keys = SwarmKeys.for_swarm(swarm)
-        # Not a hard cap (that would cut history no snapshot holds): past it, compaction is due.
-        self.log_maxlen = log_maxlen
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
         self.last_scanned_id = "0-0"  # last log entry read_log looked at, decodable or not
@@ -313,10 +287,6 @@ class RedisTransport:
     def connected(self) -> bool:
         """True while the subscription is live (messages are arriving, not being missed)."""
         return self._connected
-
-    @property
-    def compaction_due(self) -> bool:
-        return self.log_length is not None and self.log_length >= self.log_maxlen
 
     async def start(self) -> None:
         """Subscribe before anything is read, so nothing published after a log read is missed.
