@@ -73,15 +73,22 @@ def _check_deadline(
 
 
 def read_tree(root: Path) -> dict[str, str]:
-    """POSIX relative path -> text of every synced file (`*.md`) under `root`."""
+    """POSIX relative path -> text of every synced file (`*.md`) under `root`.
+
+    `os.walk` skips a folder that vanishes while it is listed (the daemon prunes emptied folders),
+    where `Path.rglob` raises."""
     tree: dict[str, str] = {}
-    for path in sorted(root.rglob("*.md")):
-        if path.is_file() and ".swarm" not in path.relative_to(root).parts:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != ".swarm")
+        for name in sorted(files):
+            if not name.endswith(".md"):
+                continue
+            path = Path(folder) / name
             try:
                 tree[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
-            except FileNotFoundError:  # replaced between listing and reading
+            except (FileNotFoundError, IsADirectoryError):  # replaced between listing and reading
                 continue
-    return tree
+    return dict(sorted(tree.items()))
 
 
 def identical(roots: Sequence[Path]) -> bool:
