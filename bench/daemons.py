@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from swarm.heartbeat import Heartbeat
 from swarm.transport.redis_keys import SwarmKeys
 
 HEARTBEAT_S = 0.2
@@ -72,12 +73,14 @@ def status_converged(infos: dict[str, dict[str, Any]], nodes: int, files: int) -
         return False
     digests: dict[str, set[str]] = {}
     for info in infos.values():
-        if not info.get("ready") or info.get("outbox") or info.get("lag"):
+        beat = Heartbeat.read(info)
+        if not beat.ready or beat.outbox or beat.lag:
             return False
-        if len(info.get("files", {})) < files:
+        facts = beat.file_facts()
+        if len(facts) < files:
             return False
-        for path, facts in info["files"].items():
-            digests.setdefault(path, set()).add(facts["digest"])
+        for path, fact in facts.items():
+            digests.setdefault(path, set()).add(fact.digest)
     return all(len(found) == 1 for found in digests.values())
 
 

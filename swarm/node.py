@@ -51,10 +51,10 @@ from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
 from swarm.file_health import DiskState, FileHealth
 from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
 from swarm.heap import release_free_memory
+from swarm.latency import Histogram, apply_latency, render_latency
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
 from swarm.merges import MergeJournal
-from swarm.metrics import Histogram, apply_latency, render_latency
 from swarm.problems import one_line
 from swarm.store import Store
 

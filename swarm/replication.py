@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.edge import INAPPLICABLE
+from swarm.heartbeat import FileFacts, Heartbeat
 from swarm.memory import MemoryDoc, vector
 from swarm.memory.batching import coalesce
 from swarm.node import Node
@@ -395,26 +396,27 @@ class Replicator:
         convergence from state vectors and to show why a node lags."""
         files, digest = self._all_file_facts()
         node = self.node
-        return {
-            "role": self.options.role,
-            "host": self.host,
-            "pid": os.getpid(),
-            "started": self.started_at,
-            "ready": self.caught_up,
-            "outbox": self.node.store.outbox_depth(),
-            "cursor": self.cursor,
-            "lag": self.counters.lag,
-            "last_error": self._problem() or node.flood.held or node.last_error(),
-            "problems": self.transport.problems.active if self.transport.problems else {},
-            "skipped": dict(node.counters.skipped_files),
-            "deletions_held": node.deletions_held,
-            "files_held": node.flood.report(),
-            "disk": node.health.summary(node.disk_states()),
-            "refused": node.edge.refused(),
-            "not_synced": node.not_synced.to_json(),
-            "files_digest": digest,
-            "files": files,
-        }
+        beat = Heartbeat(
+            role=self.options.role,
+            host=self.host,
+            pid=os.getpid(),
+            started=self.started_at,
+            ready=self.caught_up,
+            outbox=self.node.store.outbox_depth(),
+            cursor=self.cursor,
+            lag=self.counters.lag,
+            last_error=self._problem() or node.flood.held or node.last_error(),
+            problems=self.transport.problems.active if self.transport.problems else {},
+            skipped=dict(node.counters.skipped_files),
+            deletions_held=node.deletions_held,
+            files_held=node.flood.report(),
+            disk=node.health.summary(node.disk_states()),
+            refused=node.edge.refused(),
+            not_synced=node.not_synced.to_json(),
+            files_digest=digest,
+        )
+        # The per-file facts stay the very objects cached (the transport then skips them).
+        return {**beat.model_dump(exclude={"files"}), "files": files}
 
     def _problem(self) -> str | None:
         """The newest problem with Redis or the swarm key, if any."""
@@ -441,16 +443,16 @@ class Replicator:
             return cached[1]
         sv = doc.state_vector()
         content = doc.content.encode("utf-8")
-        facts = {
-            "sv": base64.b64encode(sv).decode(),
-            "digest": vector.digest(vector.decode(sv)),
-            "size": len(content),
+        facts = FileFacts(
+            sv=base64.b64encode(sv).decode(),
+            digest=vector.digest(vector.decode(sv)),
+            size=len(content),
             # The file's bytes as the document has them: status compares them across nodes.
-            "hash": hashlib.blake2b(content, digest_size=16).hexdigest(),
-            "exists": doc.exists,
-            "pending": doc.has_pending,
-            "changed": self.node.changed_at.get(path),  # when this node last changed it itself
-        }
+            hash=hashlib.blake2b(content, digest_size=16).hexdigest(),
+            exists=doc.exists,
+            pending=doc.has_pending,
+            changed=self.node.changed_at.get(path),
+        ).model_dump()
         self._facts[path] = (doc.revision, facts)
         return facts
 

@@ -18,7 +18,7 @@ from swarm.devredis import RedisServer, free_port
 from swarm.http import HttpServer
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.2", "SWARM_OFFLINE_AFTER": "2"}
 

@@ -19,7 +19,7 @@ from daemon_harness import (
 )
 
 from swarm.devredis import RedisServer
-from swarm.http import not_ready_reason
+from swarm.runtime import not_ready_reason
 
 pytestmark = pytest.mark.slow
 

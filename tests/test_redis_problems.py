@@ -29,7 +29,7 @@ from test_security_redis import documented_acl
 
 from swarm.crypto import format_key, generate_key
 from swarm.devredis import RedisServer, free_port
-from swarm.http import not_ready_reason
+from swarm.runtime import not_ready_reason
 
 pytestmark = pytest.mark.slow
 

@@ -23,8 +23,8 @@ from daemon_harness import (
 )
 
 from swarm.crypto import format_key, generate_key, write_key_file
-from swarm.daemon import Runtime
 from swarm.devredis import RedisServer
+from swarm.runtime import Runtime
 from swarm.transport import codec as reasons
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 from swarm.config import SwarmSettings
 from swarm.crypto import format_key, generate_key
-from swarm.daemon import transport_for
 from swarm.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc, vector
+from swarm.runtime import transport_for
 from swarm.status import (
     NodeState,
     RedisHeld,

@@ -26,8 +26,8 @@ from redis.exceptions import (
 
 from swarm.config import SwarmSettings
 from swarm.crypto import KeyFileError, Keyring, key_id, make_codec
-from swarm.daemon import _redact as redact
 from swarm.doctor.checks import Check, Status, one_line
+from swarm.runtime import redact
 from swarm.transport.codec import (
     FORGED,
     MALFORMED,
