@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from swarm.crypto import KeyFileError, key_id, write_key_file
+from swarm.transport.keyring import KeyFileError, key_id, write_key_file
 
 
 @click.command()

@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import IO
 
 from swarm.config import DaemonSettings, SwarmSettings
-from swarm.crypto import KeyFileError, codec_from_settings
 from swarm.node import Node, NodeOptions
 from swarm.problems import Problems
 from swarm.replication import ReplicationOptions, Replicator
 from swarm.store import Store
 from swarm.transport.codec import Codec
+from swarm.transport.keyring import KeyFileError
 from swarm.transport.redis_client import RedisSecurity
 from swarm.transport.redis_errors import CONNECTION
 from swarm.transport.redis_transport import RedisTransport
+from swarm.transport.sealed import codec_from_settings
 
 
 class DaemonError(Exception):

@@ -22,10 +22,10 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.crypto import format_key, generate_key, write_key_file
 from swarm.devredis import RedisServer
 from swarm.runtime import Runtime
 from swarm.transport import codec as reasons
+from swarm.transport.keyring import format_key, generate_key, write_key_file
 
 pytestmark = pytest.mark.slow
 

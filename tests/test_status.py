@@ -20,7 +20,6 @@ from daemon_harness import DaemonGroup, daemon_env, run_cli, swarm_command, wait
 from pydantic import SecretStr
 
 from swarm.config import SwarmSettings
-from swarm.crypto import format_key, generate_key
 from swarm.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc, vector
 from swarm.runtime import transport_for
@@ -33,6 +32,7 @@ from swarm.status import (
     redis_vectors,
 )
 from swarm.transport.base import NodeRecord
+from swarm.transport.keyring import format_key, generate_key
 from swarm.wire import Kind
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "status-schema.json").read_text())

@@ -25,7 +25,6 @@ from redis.exceptions import (
 )
 
 from swarm.config import SwarmSettings
-from swarm.crypto import KeyFileError, Keyring, key_id, make_codec
 from swarm.doctor.checks import Check, Status, one_line
 from swarm.runtime import redact
 from swarm.transport.codec import (
@@ -38,8 +37,10 @@ from swarm.transport.codec import (
     PlainCodec,
     Rejected,
 )
+from swarm.transport.keyring import KeyFileError, Keyring, key_id
 from swarm.transport.redis_client import RedisSecurity, make_client
 from swarm.transport.redis_keys import SwarmKeys
+from swarm.transport.sealed import make_codec
 
 TIMEOUT_S = 3.0
 LOG_ENTRIES = 20  # newest log entries tried with the key

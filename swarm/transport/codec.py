@@ -1,7 +1,7 @@
 """How envelopes and presence turn into the bytes stored in and sent through Redis.
 
 The transport holds one `Codec` and passes every byte it writes or reads through it. `PlainCodec`
-is the keyless default (the envelope of `swarm/wire.py` as is); `swarm.crypto.SealedCodec`
+is the keyless default (the envelope of `swarm/wire.py` as is); `swarm.transport.sealed.SealedCodec`
 authenticates and encrypts. Whatever cannot be decoded raises `Rejected` with a short reason, so
 the transport can count rejections per reason for `/metrics`.
 """
@@ -87,6 +87,15 @@ class Codec(Protocol):
         """The name a path is stored under in Redis (hash fields of the snapshots)."""
         ...
 
+    def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
+        """The stored form of a snapshot (`env.payload`: the state) under `field`, covering the
+        log up to `covered_id`."""
+        ...
+
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> tuple[str, bytes]:
+        """(path, state) of a stored snapshot, or raise Rejected."""
+        ...
+
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]: ...
 
     def open_info(self, node: str, info: object) -> dict[str, Any]:
@@ -144,13 +153,19 @@ class PlainCodec:
     def path_field(self, path: str) -> str:
         return path
 
+    def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
+        return env.payload  # the state as is: nothing to authenticate without a key
+
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> tuple[str, bytes]:
+        return field, data
+
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         return info
 
     def open_info(self, node: str, info: object) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise Rejected(MALFORMED_PRESENCE, "heartbeat info is not an object", node)
-        if set(info) == {"sealed"}:  # what a keyed node sends (swarm/crypto.py)
+        if set(info) == {"sealed"}:  # what a keyed node sends (transport/sealed.py)
             raise Rejected(NO_KEY, "heartbeat sealed with a swarm key", node)
         return info
 
