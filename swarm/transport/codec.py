@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from swarm.wire import MAGIC, WIRE_VERSION, Envelope, WireError, decode, encode
+from swarm.wire import MAGIC, WIRE_VERSION, Envelope, Kind, WireError, decode, encode
 
 # Why an input was dropped; the label values of the rejection metric.
 GARBAGE: Final = "garbage"  # not an envelope at all
@@ -92,8 +92,8 @@ class Codec(Protocol):
         log up to `covered_id`."""
         ...
 
-    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> tuple[str, bytes]:
-        """(path, state) of a stored snapshot, or raise Rejected."""
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
+        """The state envelope of a stored snapshot (path, state as payload), or raise Rejected."""
         ...
 
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]: ...
@@ -156,8 +156,8 @@ class PlainCodec:
     def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
         return env.payload  # the state as is: nothing to authenticate without a key
 
-    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> tuple[str, bytes]:
-        return field, data
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
+        return Envelope(self.swarm, field, "", Kind.STATE, data)  # sender unknown: a bare state
 
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         return info

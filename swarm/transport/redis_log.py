@@ -167,10 +167,11 @@ class RedisLog(RedisConnection):
                 self._reject(Rejected(codec.MALFORMED, "snapshot record without covered id"))
                 continue
             try:
-                path, state = self.codec.open_snapshot(field, covered.decode(), sealed)
+                env = self.codec.open_snapshot(field, covered.decode(), sealed)
             except Rejected as exc:
                 self._reject(exc)
                 continue
+            path, state = env.path, env.payload
             # After a key rotation one file may have a record under each key's field: the one
             # covering more of the log wins (each holds everything up to its covered id).
             known = result.get(path)

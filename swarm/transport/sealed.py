@@ -163,9 +163,8 @@ class SealedCodec:
         """Sealed as the state envelope of its path, bound to its field and covered id."""
         return self.seal(env, snapshot_context(field, covered_id))
 
-    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> tuple[str, bytes]:
-        envelope = self.open(data, snapshot_context(field, covered_id)).envelope
-        return envelope.path, envelope.payload
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
+        return self.open(data, snapshot_context(field, covered_id)).envelope
 
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         raw = json.dumps(info, separators=(",", ":"), allow_nan=False).encode("utf-8")
