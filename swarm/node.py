@@ -22,6 +22,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,8 @@ from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
 from swarm.merges import MergeJournal
 from swarm.problems import one_line
-from swarm.store import Store
+from swarm.replica import NodeReport
+from swarm.store import OutboxEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +169,43 @@ class Node:
         self._displaced = DisplacedWatch(self._merge_displaced)
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
 
-    # -- wiring --------------------------------------------------------------------------------
+    # -- what replication sees (swarm/replica.py) ----------------------------------------------
 
     def on_local_update(self, callback: Callable[[], None]) -> None:
         """Called whenever the outbox grew (replication wakes up to flush it)."""
         self._listeners.append(callback)
+
+    def outbox(self, limit: int) -> list[OutboxEntry]:
+        return self.store.outbox(limit=limit)
+
+    def ack(self, ids: Iterable[int]) -> None:
+        self.store.ack(ids)
+
+    def outbox_depth(self) -> int:
+        return self.store.outbox_depth()
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.store.batch()
+
+    def meta(self, key: str) -> str | None:
+        return self.store.get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.store.set_meta(key, value)
+
+    def changed(self, path: str) -> float | None:
+        return self.changed_at.get(path)
+
+    def report(self) -> NodeReport:
+        return NodeReport(
+            last_error=self.flood.held or self.last_error(),
+            skipped=dict(self.counters.skipped_files),
+            deletions_held=self.deletions_held,
+            files_held=self.flood.report(),
+            disk=self.health.summary(self.disk_states()),
+            refused=self.edge.refused(),
+            not_synced=self.not_synced.to_json(),
+        )
 
     def _notify(self) -> None:
         for callback in self._listeners:

@@ -150,7 +150,7 @@ async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -
         await eventually(lambda: a.node.store.outbox_depth() == 1, what="a ingested")
         await eventually(lambda: b.read("MEMORY.md") != "Focus: none\n- x\n", what="b ingested")
         a.transport.offline = False
-        a.replicator._outbox_wake.set()
+        a.replicator.wake_outbox()
         await eventually(
             lambda: (
                 a.read("MEMORY.md") == b.read("MEMORY.md")
