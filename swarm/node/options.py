@@ -1,0 +1,60 @@
+"""What a node is told (options, from the settings: swarm/config.py) and what it counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarm.bridge import (
+    DEFAULT_MAX_BYTES,
+)
+from swarm.flood import DEFAULT_FILES, DEFAULT_MB
+from swarm.latency import Histogram, apply_latency, render_latency
+
+log = logging.getLogger("swarm.node")
+
+DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
+
+
+@dataclass
+class NodeOptions:
+    root: Path
+    state_dir: Path
+    debounce_ms: int = 30
+    max_bytes: int = DEFAULT_MAX_BYTES
+    include: tuple[str, ...] = ("*.md",)
+    ignore: tuple[str, ...] = ()
+    # Never leave the node: not ingested, not published, a remote update for them is refused.
+    private: tuple[str, ...] = DEFAULT_PRIVATE
+    settle: float = 0.02
+    # Least time between two renders of one file: it starts at `render_interval` and doubles,
+    # up to `render_interval_max`, while updates keep arriving faster than that.
+    render_interval: float = 0.025
+    render_interval_max: float = 0.2
+    render_concurrency: int = 8  # files rendered at once
+    # Mass-delete guard: more than this share of the known files gone in one batch (and at least
+    # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
+    delete_guard_share: float = 0.5
+    delete_guard_min: int = 3
+    # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
+    new_files_per_minute: int = DEFAULT_FILES
+    new_mb_per_minute: float = DEFAULT_MB
+
+
+@dataclass
+class NodeCounters:
+    """What the node did, for metrics and status."""
+
+    ingested: int = 0
+    rendered: int = 0
+    deleted: int = 0
+    remote_applied: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # see swarm/edge.py
+    render_errors: int = 0
+    ingest_errors: int = 0
+    skipped_files: dict[str, str] = field(default_factory=dict)  # path -> problem
+    last_error: str | None = None
+    apply_seconds: Histogram = field(default_factory=apply_latency)
+    render_seconds: Histogram = field(default_factory=render_latency)
