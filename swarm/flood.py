@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from swarm import defaults
 from swarm.bridge.reader import format_size
 from swarm.memory import MemoryDoc
 
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 CONFIRM_FILES_FILE = "confirm-new-files"
 WINDOW_S = 60.0
-DEFAULT_FILES = 200
-DEFAULT_MB = 50.0
+DEFAULT_FILES = defaults.NEW_FILES_PER_MINUTE
+DEFAULT_MB = defaults.NEW_MB_PER_MINUTE
 _REPORTED = 20  # held paths named in heartbeats (the count is always there)
 
 

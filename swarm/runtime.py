@@ -124,18 +124,7 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     lock = _lock_state_dir(settings.resolved_state_dir)
     store = Store(settings.resolved_state_dir)
     node_id = node_id_for(store, settings.node)
-    options = NodeOptions(
-        root=root,
-        state_dir=settings.resolved_state_dir,
-        debounce_ms=settings.debounce_ms,
-        max_bytes=settings.max_file_bytes,
-        include=settings.include,
-        ignore=settings.ignore,
-        private=settings.private,
-        delete_guard_share=settings.delete_guard_share,
-        new_files_per_minute=settings.new_files_per_minute,
-        new_mb_per_minute=settings.new_mb_per_minute,
-    )
+    options = NodeOptions.from_settings(settings)
     node = Node(options, store)
     node.load()
     transport = transport_for(settings, node_id, codec)

@@ -2,12 +2,11 @@
 
 from swarm.node.guard import CONFIRM_DELETES_FILE
 from swarm.node.node import Node
-from swarm.node.options import DEFAULT_PRIVATE, NodeCounters, NodeOptions
+from swarm.node.options import NodeCounters, NodeOptions
 from swarm.node.render import next_render_interval
 
 __all__ = [
     "CONFIRM_DELETES_FILE",
-    "DEFAULT_PRIVATE",
     "Node",
     "NodeCounters",
     "NodeOptions",

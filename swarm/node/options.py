@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from swarm.bridge import (
-    DEFAULT_MAX_BYTES,
-)
-from swarm.flood import DEFAULT_FILES, DEFAULT_MB
+from swarm import defaults
 from swarm.latency import Histogram, apply_latency, render_latency
 
-log = logging.getLogger("swarm.node")
-
-DEFAULT_PRIVATE = ("memory/private/", "*.private.md")
-
+if TYPE_CHECKING:
+    from swarm.config import DaemonSettings
 
 @dataclass
 class NodeOptions:
     root: Path
     state_dir: Path
-    debounce_ms: int = 30
-    max_bytes: int = DEFAULT_MAX_BYTES
-    include: tuple[str, ...] = ("*.md",)
+    debounce_ms: int = defaults.DEBOUNCE_MS
+    max_bytes: int = defaults.MAX_FILE_BYTES
+    include: tuple[str, ...] = defaults.INCLUDE
     ignore: tuple[str, ...] = ()
     # Never leave the node: not ingested, not published, a remote update for them is refused.
-    private: tuple[str, ...] = DEFAULT_PRIVATE
+    private: tuple[str, ...] = defaults.PRIVATE
     settle: float = 0.02
     # Least time between two renders of one file: it starts at `render_interval` and doubles,
     # up to `render_interval_max`, while updates keep arriving faster than that.
@@ -35,11 +30,27 @@ class NodeOptions:
     render_concurrency: int = 8  # files rendered at once
     # Mass-delete guard: more than this share of the known files gone in one batch (and at least
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
-    delete_guard_share: float = 0.5
+    delete_guard_share: float = defaults.DELETE_GUARD_SHARE
     delete_guard_min: int = 3
     # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
-    new_files_per_minute: int = DEFAULT_FILES
-    new_mb_per_minute: float = DEFAULT_MB
+    new_files_per_minute: int = defaults.NEW_FILES_PER_MINUTE
+    new_mb_per_minute: float = defaults.NEW_MB_PER_MINUTE
+
+    @classmethod
+    def from_settings(cls, settings: DaemonSettings) -> NodeOptions:
+        """The options a daemon's settings ask for (the rest keep their defaults)."""
+        return cls(
+            root=settings.dir,
+            state_dir=settings.resolved_state_dir,
+            debounce_ms=settings.debounce_ms,
+            max_bytes=settings.max_file_bytes,
+            include=settings.include,
+            ignore=settings.ignore,
+            private=settings.private,
+            delete_guard_share=settings.delete_guard_share,
+            new_files_per_minute=settings.new_files_per_minute,
+            new_mb_per_minute=settings.new_mb_per_minute,
+        )
 
 
 @dataclass
