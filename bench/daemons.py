@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import redis
 
+from swarm.devtools.commands import daemon_args, swarm_command
 from swarm.heartbeat import Heartbeat
 from swarm.transport.redis_keys import SwarmKeys
 
@@ -31,8 +31,12 @@ def start_daemon(
     log = (root.parent / f"{node}.log").open("ab")  # the child keeps its own copy of the fd
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "swarm", "daemon", "--dir", str(root), "--swarm", swarm,
-             "--node", node, "--redis-url", url, "--http", http, "--log-level", "warning"],
+            swarm_command(
+                *daemon_args(
+                    dir=root, swarm=swarm, node=node, redis_url=url, http=http,
+                    extra=("--log-level", "warning"),
+                )
+            ),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 
 @pytest.fixture

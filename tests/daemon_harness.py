@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 from swarm.config import DaemonSettings
 from swarm.daemon import running
+from swarm.devtools.commands import daemon_args, swarm_command
 from swarm.runtime import Runtime, open_runtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,10 +252,6 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def swarm_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "swarm", *args]
-
-
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = STOP_DEADLINE_S
 ) -> subprocess.CompletedProcess[str]:
@@ -288,16 +284,14 @@ class DaemonProcess:
     _starts: int = 0
 
     def args(self) -> list[str]:
-        return [
-            "daemon",
-            "--dir", str(self.dir),
-            "--swarm", self.swarm,
-            "--node", self.node,
-            "--redis-url", self.redis_url,
-            "--state-dir", str(self.state_dir),
-            "--http", "0",
-            *self.extra_args,
-        ]  # fmt: skip
+        return daemon_args(
+            dir=self.dir,
+            swarm=self.swarm,
+            node=self.node,
+            redis_url=self.redis_url,
+            state_dir=self.state_dir,
+            extra=self.extra_args,
+        )
 
     def start(self) -> DaemonProcess:
         assert not self.running, f"daemon {self.node} is already running"

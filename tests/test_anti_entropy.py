@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc, vector
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator

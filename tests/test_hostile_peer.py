@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http import get, with_http
 
 from swarm.config import DaemonSettings
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc
 from swarm.node import Node, NodeOptions
 from swarm.status import fetch_view

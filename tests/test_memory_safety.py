@@ -18,7 +18,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.runtime import not_ready_reason
 
 pytestmark = pytest.mark.slow

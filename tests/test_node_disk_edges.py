@@ -19,7 +19,7 @@ from daemon_harness import DaemonGroup, wait_until
 from node_harness import Running, eventually, running_node, two_nodes, write_atomically
 
 from swarm.config import SwarmSettings
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.devtools.membus import MemoryBus
 from swarm.status import fetch_view
 from swarm.store import Store

@@ -27,7 +27,7 @@ from daemon_harness import (
 from test_http import get, metrics
 from test_security_redis import documented_acl
 
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.runtime import not_ready_reason
 from swarm.transport.keyring import format_key, generate_key
 

@@ -23,7 +23,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

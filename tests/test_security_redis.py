@@ -22,7 +22,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.runtime import Runtime
 from swarm.transport import codec as reasons
 from swarm.transport.keyring import format_key, generate_key, write_key_file

@@ -20,7 +20,7 @@ from daemon_harness import DaemonGroup, daemon_env, run_cli, swarm_command, wait
 from pydantic import SecretStr
 
 from swarm.config import SwarmSettings
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc, vector
 from swarm.runtime import transport_for
 from swarm.status import (

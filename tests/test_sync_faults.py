@@ -31,7 +31,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.runtime import Runtime
 from swarm.transport.base import Message
 from swarm.wire import Kind

@@ -29,7 +29,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc
 from swarm.runtime import Runtime
 from swarm.transport.redis_transport import RedisTransport

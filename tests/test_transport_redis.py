@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.transport.base import (
     Message,
     TransportError,
