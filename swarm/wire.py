@@ -8,9 +8,10 @@ Layout (all integers big-endian)::
     sender_len:u16 sender (UTF-8)
     payload_len:u32 payload
 
-`flags` is reserved for authentication and encryption; version 1 writes 0 and refuses anything
-else, so a later sealed envelope is never misread as a plain one. Decoding is strict (no trailing
-bytes, no truncation, valid UTF-8) because the channel is shared and anyone can publish on it.
+`flags` is 0 in a plain envelope and refused otherwise: a sealed frame (same magic and version,
+swarm/transport/sealed.py) sets it, so it is never misread as a plain one. Decoding is strict (no
+trailing bytes, no truncation, valid UTF-8) because the channel is shared and anyone can publish
+on it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ _U32 = struct.Struct(">I")
 class Kind(IntEnum):
     UPDATE = 1  # an incremental Yjs update of one file
     STATE = 2  # a full document state (repair / seed)
-    HELLO = 3  # a node announcing itself; carries no document data
+    # "Send me what I lack of `path`": the payload is the sender's state vector. Carries no
+    # document data, so it never holds back a log trim.
+    SYNC_REQUEST = 3
+    # The container of a sealed heartbeat (transport/sealed.py; empty path). The same byte as
+    # SYNC_REQUEST: version-1 nodes read both, and the two never meet (presence is not on the log).
+    PRESENCE = 3
 
 
 class WireError(ValueError):

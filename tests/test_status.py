@@ -184,7 +184,7 @@ def test_redis_vectors_replay_snapshot_and_uncovered_log_tail() -> None:
     assert first is not None and second is not None
     log = [
         ("5-0", "MEMORY.md", Kind.UPDATE, first),  # covered by the snapshot
-        ("6-0", "MEMORY.md", Kind.HELLO, vector.encode({})),
+        ("6-0", "MEMORY.md", Kind.SYNC_REQUEST, vector.encode({})),
         ("7-0", "MEMORY.md", Kind.UPDATE, b"\xff garbage"),
         ("8-0", "MEMORY.md", Kind.UPDATE, second),
     ]

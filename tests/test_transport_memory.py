@@ -200,5 +200,5 @@ def test_gap_marker_is_recognisable() -> None:
     marker = gap_marker("team")
     assert is_gap_marker(marker)
     assert not is_gap_marker(Message(update("a", 1), None))
-    hello = Message(Envelope("team", "", "a", Kind.HELLO, b""), None)
+    hello = Message(Envelope("team", "", "a", Kind.SYNC_REQUEST, b""), None)
     assert not is_gap_marker(hello)

@@ -274,7 +274,7 @@ class MemoryTransport:
         return True
 
     async def trim_log(self) -> int:
-        """Drop the entries before the oldest one a snapshot does not hold (HELLO entries carry
+        """Drop the entries before the oldest one a snapshot does not hold (sync requests carry
         no document data and never hold the cut back)."""
         self._check("trim_log")
         swarm = self.bus.state
@@ -283,7 +283,7 @@ class MemoryTransport:
         for index, (stream_id, env) in enumerate(swarm.log):
             snapshot = covered.get(env.path)
             held = snapshot is not None and parse_stream_id(stream_id) <= snapshot
-            if env.kind is not Kind.HELLO and not held:
+            if env.kind is not Kind.SYNC_REQUEST and not held:
                 cut = index
                 break
         del swarm.log[:cut]

@@ -182,7 +182,7 @@ class Heartbeats:
                 continue
             sv = doc.state_vector() if doc is not None else vector.encode({})
             self.counters.sync_requests += 1
-            await self.publisher.publish(self.publisher.envelope(path, Kind.HELLO, sv))
+            await self.publisher.publish(self.publisher.envelope(path, Kind.SYNC_REQUEST, sv))
 
     def _check_keys(self) -> None:
         """Peers whose heartbeats this node cannot open hold another swarm key (or none, or

@@ -155,7 +155,7 @@ class Replicator:
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
             self.node.apply_remote(env.path, env.payload, env.sender)
-        elif env.kind is Kind.HELLO and env.path and env.sender != self.options.node_id:
+        elif env.kind is Kind.SYNC_REQUEST and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:
             self.cursor.link(message.prev_id, message.stream_id)

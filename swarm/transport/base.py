@@ -42,6 +42,8 @@ class Message:
     # The log entry right before this one: a receiver whose cursor is not `prev_id` missed
     # something and re-reads the log from its cursor.
     prev_id: str | None = None
+    # Not a message that travelled: "live messages may have been missed" (see gap_marker).
+    gap: bool = False
 
 
 class TransportError(Exception):
@@ -154,18 +156,13 @@ class SwarmTransport(SwarmLog, Presence, Protocol):
     """What the replicator runs on."""
 
 
-GAP_SENDER = ""
-
-
 def gap_marker(swarm: str) -> Message:
     """A synthetic message saying "live messages may have been missed: re-read the log tail".
 
-    Transports yield it after they had to reconnect. Real senders are never empty, so it cannot be
-    confused with a message that travelled.
+    Transports yield it after they had to reconnect; its envelope is empty (no sender).
     """
-    return Message(Envelope(swarm, "", GAP_SENDER, Kind.HELLO, b""), stream_id=None)
+    return Message(Envelope(swarm, "", "", Kind.UPDATE, b""), stream_id=None, gap=True)
 
 
 def is_gap_marker(message: Message) -> bool:
-    env = message.envelope
-    return env.sender == GAP_SENDER and env.kind is Kind.HELLO and message.stream_id is None
+    return message.gap

@@ -216,7 +216,7 @@ class RedisLog(RedisConnection):
         """Drop log entries every snapshot already holds; the number of entries removed.
 
         The cut is the oldest entry not covered by its path's snapshot, so snapshot + log tail
-        stays the whole history. HELLO entries carry no document data and never hold the cut back;
+        stays the whole history. Sync requests carry no document data and never hold the cut back;
         entries this version cannot decode always do (a newer node may need them).
         """
         snapshots = await self.snapshots()
@@ -252,7 +252,7 @@ class RedisLog(RedisConnection):
             # Nothing can ever apply it, and keeping it would let one forged entry stop every
             # trim for good: it does not hold the cut back.
             return True
-        if envelope.kind is Kind.HELLO:
+        if envelope.kind is Kind.SYNC_REQUEST:
             return True
         snapshot = covered.get(envelope.path)
         return snapshot is not None and parse_stream_id(entry_id) <= snapshot

@@ -168,7 +168,7 @@ class SealedCodec:
 
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         raw = json.dumps(info, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        env = Envelope(self.swarm, "", node, Kind.HELLO, raw)
+        env = Envelope(self.swarm, "", node, Kind.PRESENCE, raw)
         return {"sealed": base64.b64encode(self.seal(env, codec.presence_context(node))).decode()}
 
     def open_info(self, node: str, info: object) -> dict[str, Any]:
