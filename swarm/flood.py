@@ -2,7 +2,7 @@
 
 An agent that unpacks an archive, a tool that generates thousands of notes, a daemon started on
 the wrong folder: each would put every file into Redis and onto every peer's disk. Like the
-mass-delete guard (swarm/node.py), more new files than the budget within a minute (or more
+mass-delete guard (swarm/node/guard.py), more new files than the budget within a minute (or more
 bytes) holds them: they stay on this disk, untouched and unsent, the node reports it (status,
 /readyz, the `swarm_new_files_held` metric, one log line), and whatever else it syncs goes on.
 `swarm confirm-files --dir D` lets them through (or raise the budget and restart). A file is new
