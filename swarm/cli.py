@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from swarm import __version__, cli_agent, cli_memory
+from swarm import __version__, cli_agent, cli_audit, cli_memory
 from swarm.cli_admin import keygen
 from swarm.cli_demo import demo, verify
 from swarm.config import ConfigError, DaemonSettings, load_settings
@@ -164,5 +164,5 @@ main.add_command(keygen)
 main.add_command(demo)
 main.add_command(verify)
 
-for _command in (*cli_memory.COMMANDS, *cli_agent.COMMANDS):
+for _command in (*cli_memory.COMMANDS, *cli_agent.COMMANDS, *cli_audit.COMMANDS):
     main.add_command(_command)

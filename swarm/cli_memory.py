@@ -79,6 +79,7 @@ def history(path: str, dir_: Path | None, state_dir: Path | None) -> None:
     with _open_store(settings) as store:
         trashed = store.trashed(rel)
         versions = store.versions(rel)
+        refused = store.refused_writes(rel)
     table = Table(title=f"{rel}: deleted versions")
     for column in ("#", "deleted at", "bytes", "first line"):
         table.add_column(column)
@@ -91,6 +92,15 @@ def history(path: str, dir_: Path | None, state_dir: Path | None) -> None:
     console.print(f"{len(versions)} recent versions kept as merge bases")
     if trashed:
         console.print(f"restore with: swarm restore {rel} --dir {settings.dir} [--version N]")
+    if refused:
+        console.print(
+            f"{len(refused)} writes refused here (protected; this node is not a writer), "
+            "newest first:"
+        )
+        for when, content in refused:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+            console.print(f"--- refused at {stamp} ({len(content.encode())} bytes)", markup=False)
+            console.print(content, markup=False, highlight=False, end="")
 
 
 @click.command()

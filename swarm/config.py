@@ -186,6 +186,12 @@ class DaemonSettings(SwarmSettings):
     new_mb_per_minute: float = setting(
         "SWARM_NEW_MB_PER_MINUTE", defaults.NEW_MB_PER_MINUTE, gt=0, le=10**5
     )
+    # Guarded files (swarm/protect/): only the listed writers ("NODE:PUBLIC_KEY", as `swarm
+    # keygen --node` prints) may change them; no writers, no guard.
+    protect: tuple[str, ...] = setting(
+        "SWARM_PROTECT", ("SOUL.md", "IDENTITY.md", "AGENTS.md", "soul.json", "safety/**")
+    )
+    writers: tuple[str, ...] = setting("SWARM_WRITERS", ())
     heartbeat_interval: float = setting("SWARM_HEARTBEAT_INTERVAL", 1.0, gt=0, le=60)
     offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
     grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)
@@ -198,6 +204,15 @@ class DaemonSettings(SwarmSettings):
         if value == "0":
             return value
         parse_http(value)
+        return value
+
+    @field_validator("writers")
+    @classmethod
+    def _writers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from swarm.protect.keys import parse_writer
+
+        for entry in value:
+            parse_writer(entry)  # a WriterKeyError is a ValueError: one line naming the entry
         return value
 
     @property

@@ -10,6 +10,8 @@ uvicorn inside the daemon's event loop like the TCP endpoints (swarm/http/servin
   node); answers once the file on disk shows it, with the state vector right after the edit.
 - `POST /v1/wait` `{path, sv, outbox_id, timeout}`: until every online peer's heartbeat state
   vector for the file covers `sv` (and the update is in Redis), or the timeout.
+- `POST /v1/rollback` `{path, to | undo_node + since, apply, expect}`: `swarm rollback`'s
+  preview (a diff), or the rollback made as an edit of this node.
 - `GET /v1/status`: this node, its latest edit made here and whether it reached every online peer,
   and the swarm's view as `swarm status --json` computes it.
 
@@ -120,7 +122,20 @@ class ControlApi:
             Route("/v1/replace", _refusing(self.replace), methods=["POST"]),
             Route("/v1/wait", _refusing(self.wait), methods=["POST"]),
             Route("/v1/status", _refusing(self.status), methods=["GET"]),
+            Route("/v1/rollback", _refusing(self.rollback), methods=["POST"]),
         ]
+
+    async def rollback(self, request: Request) -> JSONResponse:
+        """`swarm rollback` (swarm/audit/control.py)."""
+        from swarm.audit.control import rollback
+
+        body = await _body(request)
+        raw = _text(body, "path")
+        assert raw is not None
+        rel, kind = self.paths.resolve(raw)
+        if kind is Kind.PRIVATE:
+            raise _Refused(f"{rel} is private: it has no swarm history")
+        return JSONResponse(await rollback(self.runtime, rel, body))
 
     async def info(self, request: Request) -> JSONResponse:
         runtime = self.runtime

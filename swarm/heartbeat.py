@@ -97,6 +97,8 @@ class Heartbeat(BaseModel):
     files_held: Annotated[dict[str, Any] | None, Lenient] = None  # swarm.flood
     disk: Annotated[dict[str, Any], Lenient] = {}  # path -> DiskEntry, read by `disk_entries`
     refused: TextMap = {}  # paths seen from peers that its policy never syncs
+    # changes of protected files it refused (swarm/protect/), read by `protected_refusals`
+    protected_refused: Annotated[list[Any], Lenient] = []
     not_synced: Annotated[dict[str, Any], Lenient] = {}  # bridge/survey.py's report
     files_digest: Annotated[str, Lenient] = ""  # of every file's state vector
     files: Annotated[dict[str, Any], Lenient] = {}  # path -> FileFacts, read by `file_facts`

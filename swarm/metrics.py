@@ -92,6 +92,12 @@ class RuntimeCollector(Collector):
         for reason, count in sorted(by_reason.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield _counter(
+            "swarm_protected_refused",
+            "Changes of protected files refused (swarm.protect): not signed by a listed writer, "
+            "or written here on a node that is not one.",
+            sum(r.count for r in runtime.node.protection.refusals.values()),
+        )
         yield _counter("swarm_render_errors", "Renders that failed.", node.render_errors)
         yield _gauge(
             "swarm_files_in_error",

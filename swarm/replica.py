@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from swarm.memory import MemoryDoc
+from swarm.protect.guard import Protection
 from swarm.store import OutboxEntry
 
 
@@ -26,6 +27,7 @@ class NodeReport:
     disk: dict[str, Any] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     not_synced: dict[str, Any] = field(default_factory=dict)
+    protected_refused: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Replica(Protocol):
@@ -36,6 +38,12 @@ class Replica(Protocol):
 
     @property
     def renders_held(self) -> bool: ...
+
+    @property
+    def protection(self) -> Protection:
+        """Which files only their writers may change (swarm/protect/): signs what this node
+        sends of them, admits only what their writers signed."""
+        ...
 
     def on_local_update(self, callback: Callable[[], None]) -> None:
         """`callback` runs whenever the outbox grew."""

@@ -15,7 +15,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from swarm.config import DaemonSettings, SwarmSettings
 from swarm.node import Node, NodeOptions
@@ -27,7 +27,12 @@ from swarm.transport.keyring import KeyFileError
 from swarm.transport.redis_client import RedisSecurity
 from swarm.transport.redis_errors import CONNECTION
 from swarm.transport.redis_transport import RedisTransport
+
+if TYPE_CHECKING:
+    from swarm.protect.guard import Protection
 from swarm.transport.sealed import codec_from_settings
+
+log = logging.getLogger("swarm.daemon")
 
 
 class DaemonError(Exception):
@@ -124,8 +129,9 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     lock = _lock_state_dir(settings.resolved_state_dir)
     store = Store(settings.resolved_state_dir)
     node_id = node_id_for(store, settings.node)
-    options = NodeOptions.from_settings(settings)
+    options = NodeOptions.from_settings(settings, node_id)
     node = Node(options, store)
+    node.protection = protection_for(settings, node_id)
     node.load()
     transport = transport_for(settings, node_id, codec)
     # Redis trouble and a swarm key mismatch: one log line per cause, /readyz, status, metrics.
@@ -144,6 +150,27 @@ def open_runtime(settings: DaemonSettings) -> Runtime:
     runtime = Runtime(settings, node_id, store, node, transport, replicator, asyncio.Event())
     runtime.state_lock = lock
     return runtime
+
+
+def protection_for(settings: DaemonSettings, node_id: str) -> Protection:
+    """The guard of protected files; the node's signing key is read (or created) only when
+    writers are configured."""
+    from swarm.protect.guard import Protection
+    from swarm.protect.keys import WriterKeyError, node_key, parse_writer
+
+    writers = dict(parse_writer(entry) for entry in settings.writers)
+    if not writers:
+        return Protection(node_id, settings.protect)
+    try:
+        key = node_key(settings.resolved_state_dir)
+    except WriterKeyError as exc:
+        raise DaemonError(str(exc)) from None
+    guard = Protection(node_id, settings.protect, writers, key)
+    log.info(
+        "protected files (%s): this node %s one of their %d writers",
+        ", ".join(settings.protect), "is" if guard.is_writer else "is not", len(writers),
+    )
+    return guard
 
 
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:

@@ -43,7 +43,7 @@ from swarm.config import SwarmSettings
 from swarm.heartbeat import Heartbeat
 from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
-from swarm.status_disks import DiskReport, odd_content, within_limit
+from swarm.status_disks import DiskReport, odd_content, protected_refusals, within_limit
 from swarm.status_files import parse_not_synced
 from swarm.status_show import render
 from swarm.status_view import (
@@ -153,6 +153,7 @@ def _node_view(
         disk_differs=dict(sorted(differs.items())),
         refused=tuple(sorted(beat.refused)),
         not_synced=parse_not_synced(beat.not_synced),
+        protected_refused=protected_refusals(beat.protected_refused),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from swarm.heartbeat import Heartbeat
 from swarm.memory import MemoryDoc, vector
@@ -87,3 +87,32 @@ def within_limit(path: str, updates: list[bytes], max_bytes: int) -> MemoryDoc:
 def _size(doc: MemoryDoc, max_bytes: int) -> int:
     size = doc.stored_bytes
     return size if size <= max_bytes else doc.content_bytes()
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def protected_refusals(entries: list[Any]) -> tuple[dict[str, Any], ...]:
+    """The refused changes of protected files a heartbeat reports; malformed entries left out."""
+    found = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        count = entry.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            continue
+        found.append(
+            {
+                "node": _text(entry.get("node")),
+                "path": _text(entry.get("path")),
+                "reason": _text(entry.get("reason")),
+                "count": count,
+                "last": _number(entry.get("last")),
+            }
+        )
+    return tuple(found[:50])

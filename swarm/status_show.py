@@ -92,6 +92,15 @@ def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> 
         parts.append(files_table(view))
     if with_files:
         parts.extend(not_synced_table(view))
+    for node in view.nodes:
+        for refusal in node.protected_refused:
+            parts.append(
+                Text(
+                    f"{node.node} refused {refusal['count']} change(s) of protected "
+                    f"{refusal['path']} from {refusal['node']}: {refusal['reason']}",
+                    "yellow",
+                )
+            )
     if view.redis.unreadable:
         parts.append(Text(f"unreadable in Redis: {', '.join(view.redis.unreadable)}", "red"))
     if view.redis.rejected:

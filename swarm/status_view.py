@@ -53,6 +53,8 @@ class NodeView:
     refused: tuple[str, ...] = ()  # paths its policy never syncs
     # what its folder holds that does not sync: {"counts": {reason: n}, "paths": {path: reason}}
     not_synced: dict[str, Any] = field(default_factory=dict)
+    # changes of protected files it refused: [{node, path, reason, count, last}] (swarm/protect/)
+    protected_refused: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class SwarmView:
                     "disk_differs": dict(n.disk_differs),
                     "refused": list(n.refused),
                     "not_synced": n.not_synced or {"counts": {}, "paths": {}},
+                    "protected_refused": list(n.protected_refused),
                 }
                 for n in self.nodes
             ],

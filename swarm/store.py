@@ -24,9 +24,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-DB_NAME = "state.db"
-SCHEMA_VERSION = 1
+import pycrdt
 
+DB_NAME = "state.db"
+SCHEMA_VERSION = 2
+
+# Version 2: when each update entered the log, and the audit history that compaction moves out
+# of the log (swarm/audit/history.py replays it for `swarm log` and `swarm rollback`).
+_AUDIT_SCHEMA = """
+CREATE TABLE audit_base (
+    path TEXT PRIMARY KEY,
+    state BLOB NOT NULL,
+    at REAL
+);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL,
+    at REAL
+);
+CREATE INDEX audit_log_by_path ON audit_log (path, seq);
+CREATE TABLE refused_writes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    at REAL NOT NULL,
+    content TEXT NOT NULL
+);
+CREATE INDEX refused_writes_by_path ON refused_writes (path, seq);
+"""
+_REFUSED_KEPT = 16  # per path: what agents here tried to write to a protected file
 # AUTOINCREMENT on the outbox so an acknowledged id is never handed out again: a late ack
 # for an old id must not drop a newer, unsent entry.
 _SCHEMA = """
@@ -41,7 +67,8 @@ CREATE TABLE doc_base (
 CREATE TABLE doc_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    at REAL
 );
 CREATE INDEX doc_log_by_path ON doc_log (path, seq);
 CREATE TABLE outbox (
@@ -67,7 +94,12 @@ CREATE TABLE trash (
     content TEXT NOT NULL
 );
 CREATE INDEX trash_by_path ON trash (path, seq);
-"""
+""" + _AUDIT_SCHEMA
+
+_MIGRATIONS = {1: "ALTER TABLE doc_log ADD COLUMN at REAL;" + _AUDIT_SCHEMA}
+# History kept per path beyond the live log: older updates are folded into the audit base.
+AUDIT_KEEP_S = 30 * 24 * 3600.0
+AUDIT_KEEP_BYTES = 8 * 1024 * 1024
 
 _AUTOCHECKPOINT_PAGES = 10_000  # ~40 MB of WAL
 _WAL_KEPT_BYTES = 4 * 1024 * 1024
@@ -75,6 +107,14 @@ _WAL_KEPT_BYTES = 4 * 1024 * 1024
 
 class StoreError(Exception):
     """The state database cannot be opened or written; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """One update of a document's history, with when it entered this node's log."""
+
+    at: float | None
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -129,9 +169,11 @@ class Store:
             # backstop should that stop happening.
             conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_KEPT_BYTES}")  # shrink after bursts
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
+                script = _SCHEMA if version == 0 else _MIGRATIONS[version]
+                for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -286,7 +328,9 @@ class Store:
     def append_update(self, path: str, update: bytes, *, local: bool) -> int | None:
         """Log an update; a local one also enters the outbox in the same transaction."""
         with self._write():
-            self._conn.execute("INSERT INTO doc_log (path, data) VALUES (?, ?)", (path, update))
+            self._conn.execute(
+                "INSERT INTO doc_log (path, data, at) VALUES (?, ?, ?)", (path, update, time.time())
+            )
             if not local:
                 return None
             cursor = self._conn.execute(
@@ -296,8 +340,22 @@ class Store:
             return cursor.lastrowid
 
     def compact_doc(self, path: str, state: bytes) -> None:
-        """Replace base and log with ``state``, which must already contain both."""
+        """Replace base and log with ``state``, which must already contain both. The log's
+        updates move to the audit history (the base too, if the history starts before it)."""
         with self._write():
+            conn = self._conn
+            if not self._has_audit(path):
+                conn.execute(
+                    "INSERT INTO audit_base (path, state, at) SELECT path, state, NULL"
+                    " FROM doc_base WHERE path = ?",
+                    (path,),
+                )
+            conn.execute(
+                "INSERT INTO audit_log (path, data, at) SELECT path, data, at FROM doc_log"
+                " WHERE path = ? ORDER BY seq",
+                (path,),
+            )
+            self._trim_audit(path)
             self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
             self._conn.execute(
                 "INSERT INTO doc_base (path, state) VALUES (?, ?)"
@@ -318,6 +376,86 @@ class Store:
         with self._write():
             self._conn.execute("DELETE FROM doc_base WHERE path = ?", (path,))
             self._conn.execute("DELETE FROM doc_log WHERE path = ?", (path,))
+            self._conn.execute("DELETE FROM audit_base WHERE path = ?", (path,))
+            self._conn.execute("DELETE FROM audit_log WHERE path = ?", (path,))
+
+    # -- audit history ----------------------------------------------------------------------
+
+    def history(self, path: str) -> tuple[tuple[bytes, float | None] | None, list[Update]]:
+        """The document's history as held here: the state it starts from (None: from nothing;
+        with the time it stood for, if known), then every update in log order with the time it
+        entered the log (None: before version 2 recorded times)."""
+        conn = self._conn
+        base = conn.execute("SELECT state, at FROM audit_base WHERE path = ?", (path,)).fetchone()
+        start: tuple[bytes, float | None] | None = None
+        if base is not None:
+            start = (bytes(base[0]), None if base[1] is None else float(base[1]))
+        elif not self._has_audit(path):
+            live = conn.execute("SELECT state FROM doc_base WHERE path = ?", (path,)).fetchone()
+            start = (bytes(live[0]), None) if live is not None else None
+        rows = [
+            Update(None if at is None else float(at), bytes(data))
+            for table in ("audit_log", "doc_log")
+            for data, at in conn.execute(
+                f"SELECT data, at FROM {table} WHERE path = ? ORDER BY seq", (path,)
+            )
+        ]
+        return start, rows
+
+    def _has_audit(self, path: str) -> bool:
+        return any(
+            self._conn.execute(f"SELECT 1 FROM {table} WHERE path = ? LIMIT 1", (path,)).fetchone()
+            for table in ("audit_base", "audit_log")
+        )
+
+    def _trim_audit(self, path: str) -> None:
+        """Fold the audit history older than `AUDIT_KEEP_S`, or beyond `AUDIT_KEEP_BYTES`
+        (the newest always kept), into its base: `swarm rollback` reaches back to what is left."""
+        conn = self._conn
+        rows = conn.execute(
+            "SELECT seq, data, at FROM audit_log WHERE path = ? ORDER BY seq DESC", (path,)
+        ).fetchall()
+        size, cut = 0, None
+        oldest = time.time() - AUDIT_KEEP_S
+        for position, (seq, data, at) in enumerate(rows):
+            size += len(data)
+            if position and (size > AUDIT_KEEP_BYTES or (at is not None and at < oldest)):
+                cut = seq
+                break
+        if cut is None:
+            return
+        folded = [(bytes(d), a) for s, d, a in reversed(rows) if s <= cut]
+        base = conn.execute("SELECT state FROM audit_base WHERE path = ?", (path,)).fetchone()
+        parts = ([bytes(base[0])] if base else []) + [data for data, _ in folded]
+        state = pycrdt.merge_updates(*parts) if len(parts) > 1 else parts[0]
+        conn.execute(
+            "INSERT INTO audit_base (path, state, at) VALUES (?, ?, ?) ON CONFLICT (path)"
+            " DO UPDATE SET state = excluded.state, at = excluded.at",
+            (path, state, folded[-1][1]),
+        )
+        conn.execute("DELETE FROM audit_log WHERE path = ? AND seq <= ?", (path, cut))
+
+    # -- refused writes (protected files, swarm/protect/) -----------------------------------
+
+    def keep_refused(self, path: str, content: str) -> None:
+        """Keep what an agent here tried to write to a protected file (the newest few)."""
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO refused_writes (path, at, content) VALUES (?, ?, ?)",
+                (path, time.time(), content),
+            )
+            self._conn.execute(
+                "DELETE FROM refused_writes WHERE path = ? AND seq NOT IN ("
+                " SELECT seq FROM refused_writes WHERE path = ? ORDER BY seq DESC LIMIT ?)",
+                (path, path, _REFUSED_KEPT),
+            )
+
+    def refused_writes(self, path: str) -> list[tuple[float, str]]:
+        """(when, content) of the writes kept by `keep_refused`, newest first."""
+        rows = self._conn.execute(
+            "SELECT at, content FROM refused_writes WHERE path = ? ORDER BY seq DESC", (path,)
+        )
+        return [(float(at), str(content)) for at, content in rows]
 
     # -- outbox -----------------------------------------------------------------------------
 

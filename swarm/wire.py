@@ -7,11 +7,13 @@ Layout (all integers big-endian)::
     path_len:u16   path (UTF-8)
     sender_len:u16 sender (UTF-8)
     payload_len:u32 payload
+    [signature: 64 bytes, when flags has SIGNED]
 
-`flags` is 0 in a plain envelope and refused otherwise: a sealed frame (same magic and version,
-swarm/transport/sealed.py) sets it, so it is never misread as a plain one. Decoding is strict (no
-trailing bytes, no truncation, valid UTF-8) because the channel is shared and anyone can publish
-on it.
+`flags` bit 2 (SIGNED): the sender's Ed25519 signature of `signed_bytes` follows the payload (an
+update of a protected file, swarm/protect/). Every other bit is refused in a plain envelope: a
+sealed frame (same magic and version, swarm/transport/sealed.py) sets them, so it is never
+misread as a plain one. Decoding is strict (no trailing bytes, no truncation, valid UTF-8)
+because the channel is shared and anyone can publish on it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ MAX_STRING = 0xFFFF
 _HEAD = struct.Struct(">2sBBB")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+SIGNED = 0x04  # 0x01 and 0x02 are the sealed frame's (swarm/crypto.py)
+SIGNATURE_BYTES = 64
+_SIGNING_CONTEXT = b"swarm-protected-update-v1\0"
 
 
 class Kind(IntEnum):
@@ -56,6 +61,23 @@ class Envelope:
     kind: Kind
     payload: bytes
     version: int = WIRE_VERSION
+    signature: bytes = b""  # Ed25519, of `signed_bytes(self)`; empty: unsigned
+
+
+def signed_bytes(env: Envelope) -> bytes:
+    """What a signature covers: swarm, path, sender, kind and payload, unambiguously framed
+    (a signature for one file or swarm is never valid for another)."""
+    return b"".join(
+        (
+            _SIGNING_CONTEXT,
+            _encode_str("swarm", env.swarm),
+            _encode_str("path", env.path),
+            _encode_str("sender", env.sender),
+            bytes((int(env.kind),)),
+            _U32.pack(len(env.payload)),
+            bytes(env.payload),
+        )
+    )
 
 
 def _encode_str(name: str, value: str) -> bytes:
@@ -79,14 +101,17 @@ def encode(env: Envelope) -> bytes:
     payload = bytes(env.payload)
     if len(payload) > MAX_PAYLOAD:
         raise WireError(f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD}")
+    if env.signature and len(env.signature) != SIGNATURE_BYTES:
+        raise WireError(f"a signature is {SIGNATURE_BYTES} bytes, not {len(env.signature)}")
     return b"".join(
         (
-            _HEAD.pack(MAGIC, WIRE_VERSION, kind, 0),
+            _HEAD.pack(MAGIC, WIRE_VERSION, kind, SIGNED if env.signature else 0),
             _encode_str("swarm", env.swarm),
             _encode_str("path", env.path),
             _encode_str("sender", env.sender),
             _U32.pack(len(payload)),
             payload,
+            bytes(env.signature),
         )
     )
 
@@ -123,7 +148,7 @@ def decode(data: bytes, *, swarm: str | None = None) -> Envelope:
         kind = Kind(kind_code)
     except ValueError:
         raise WireError(f"unknown envelope kind {kind_code}") from None
-    if flags != 0:
+    if flags & ~SIGNED:
         raise WireError(f"unsupported envelope flags 0x{flags:02x}")
     env_swarm, pos = _string(data, pos, "swarm")
     if swarm is not None and env_swarm != swarm:
@@ -135,6 +160,17 @@ def decode(data: bytes, *, swarm: str | None = None) -> Envelope:
     if payload_len > MAX_PAYLOAD:
         raise WireError(f"payload is {payload_len} bytes, the limit is {MAX_PAYLOAD}")
     end = _need(data, start, payload_len, "payload")
+    signature = b""
+    if flags & SIGNED:
+        signature = data[end : _need(data, end, SIGNATURE_BYTES, "signature")]
+        end += SIGNATURE_BYTES
     if end != len(data):
         raise WireError(f"{len(data) - end} trailing bytes after the envelope")
-    return Envelope(swarm=env_swarm, path=path, sender=sender, kind=kind, payload=data[start:end])
+    return Envelope(
+        swarm=env_swarm,
+        path=path,
+        sender=sender,
+        kind=kind,
+        payload=data[start : start + payload_len],
+        signature=signature,
+    )

@@ -18,6 +18,8 @@ TOOLS = {
     "memory_list",
     "memory_append",
     "memory_replace",
+    "memory_blame",
+    "memory_log",
     "memory_search",
     "memory_status",
 }

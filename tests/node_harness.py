@@ -41,7 +41,7 @@ async def running_node(
     node = Node(NodeOptions(root=root, state_dir=state_dir, max_bytes=max_bytes), store)
     node.load()
     transport = bus.connect(name)
-    replicator = Replicator(node, transport, ReplicationOptions(swarm="t", node_id=name))
+    replicator = Replicator(node, transport, ReplicationOptions(swarm=bus.swarm, node_id=name))
     stop = asyncio.Event()
     watching = asyncio.Event()
     tasks = [

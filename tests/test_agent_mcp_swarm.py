@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from daemon_harness import DaemonGroup, read_tree, run_cli, wait_until, wait_until_async
-from mcp_harness import mcp_session, ok
+from mcp_harness import mcp_session, ok, refused
 
 from swarm.control_client import socket_path
 from swarm.devtools.devredis import RedisServer
@@ -250,3 +250,29 @@ async def test_status_without_a_daemon_reads_the_swarm_from_redis(
     nodes = {n["node"]: n["online"] for n in status["view"]["nodes"]}
     assert nodes["a"] is True and nodes["b"] is True
     assert "no daemon is running" in status["summary"]
+
+
+async def test_memory_blame_and_log_name_the_node_that_wrote_each_line(pair: DaemonGroup) -> None:
+    a, b = pair["a"], pair["b"]
+    (a.dir / "audit.md").write_text("# Audit\n- from a\n")
+    wait_until(lambda: (b.dir / "audit.md").exists(), "the file reaches b")
+    (b.dir / "audit.md").write_text("# Audit\n- from a\n- from b\n")
+    wait_until(
+        lambda: read_tree(a.dir).get("audit.md") == "# Audit\n- from a\n- from b\n",
+        "b's line reaches a",
+    )
+    async with mcp_session(a.dir.parent / "mcp-audit.log", "--dir", str(a.dir), "--state-dir",
+                           str(a.state_dir)) as session:  # fmt: skip
+        lines = await ok(session, "memory_blame", path="audit.md")
+        assert [(line["text"], line["node"]) for line in lines] == [
+            ("# Audit", "a"),
+            ("- from a", "a"),
+            ("- from b", "b"),
+        ]
+        log = await ok(session, "memory_log", path="audit.md")
+        assert [(e["nodes"], e["added"]) for e in log["edits"]] == [
+            (["a"], ["# Audit", "- from a"]),
+            (["b"], ["- from b"]),
+        ]
+        message = await refused(session, "memory_blame", path="memory/private/x.md")
+        assert "private" in message

@@ -68,6 +68,15 @@ def test_oversize_reports_both_sizes(tmp_path: Path) -> None:
     assert read_stable(path, max_bytes=DEFAULT_MAX_BYTES * 2).text is not None
 
 
+def test_oversize_by_a_little_shows_the_files_own_size(tmp_path: Path) -> None:
+    """Rounded, a file just over the limit would read "larger than 4 MiB (4 MiB)"."""
+    path = tmp_path / "big.md"
+    path.write_bytes(b"a" * (DEFAULT_MAX_BYTES + 1))
+    assert read_stable(path).problem == "larger than 4 MiB (4,194,305 bytes)"
+    path.write_bytes(b"a" * (DEFAULT_MAX_BYTES + 40_000))
+    assert read_stable(path).problem == "larger than 4 MiB (4,234,304 bytes)"
+
+
 def test_directory_and_fifo_are_not_regular_files(tmp_path: Path) -> None:
     (tmp_path / "dir.md").mkdir()
     os.mkfifo(tmp_path / "pipe.md")

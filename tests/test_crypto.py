@@ -24,7 +24,7 @@ from swarm.transport.keyring import (
 )
 from swarm.transport.rejects import RejectLog
 from swarm.transport.sealed import SealedCodec, codec_from_settings
-from swarm.wire import Envelope, Kind
+from swarm.wire import Envelope, Kind, encode
 
 SECRET = "- Alice's bank PIN is 4711 and she sees Dr. Who on Tuesdays"
 PATH = "memory/private-health-notes.md"
@@ -271,3 +271,14 @@ def test_reject_log_counts_everything_and_logs_once_per_sender_per_interval(
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 3
     assert "49 more" in lines[2]
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_a_protected_files_signature_travels_sealed(encrypt: bool) -> None:
+    sealer = codec(generate_key(), encrypt=encrypt)
+    env = Envelope("agent", "SOUL.md", "node-a", Kind.UPDATE, b"\x01", signature=b"\x07" * 64)
+    assert sealer.open(sealer.seal(env)).envelope == env
+    # A keyed node reads a plain (signed) envelope as unauthenticated, as any plain one.
+    with pytest.raises(Rejected) as caught:
+        sealer.open(encode(env))
+    assert caught.value.reason == "unauthenticated" and caught.value.sender == "node-a"

@@ -175,6 +175,7 @@ def test_the_alert_rules_cover_what_operators_need_and_are_well_formed() -> None
         ("outbox growing", "SwarmOutboxGrowing", "swarm_outbox_depth"),
         ("rejected messages", "SwarmRejectedMessages", "swarm_rejected_messages_total"),
         ("deletion guard", "SwarmDeletionGuardTripped", "swarm_deletions_held"),
+        ("protected files", "SwarmProtectedFileRefused", "swarm_protected_refused_total"),
     ]:
         assert metric in metric_names(by_name[alert]["expr"]), what
     assert "min_over_time" in by_name["SwarmNotConverged"]["expr"]  # for N, not once
@@ -235,6 +236,11 @@ CASES: list[tuple[str, list[dict[str, str]], str, dict[str, str] | None, str]] =
     ("SwarmRejectedMessages",
      [INFO, series("swarm_rejected_messages_total", "0 0 3 6 6", reason="wrong-key")], "4m",
      {**NODE, "reason": "wrong-key", "severity": "warning"}, ""),
+    ("SwarmProtectedFileRefused",
+     [INFO, series("swarm_protected_refused_total", "0 0 2 2")], "3m",
+     {**NODE, "severity": "critical"}, ""),
+    ("SwarmProtectedFileRefused", [INFO, series("swarm_protected_refused_total", "4x5")], "3m",
+     None, ""),
     ("SwarmDeletionGuardTripped", [INFO, series("swarm_deletions_held", "0 0 1x5")], "3m",
      {**NODE, "severity": "critical"}, ""),
     ("SwarmDeletionGuardTripped", [INFO, series("swarm_deletions_held", "0x5")], "3m", None, ""),

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from swarm.memory import MemoryDoc
@@ -110,11 +110,30 @@ operation = st.tuples(
 )
 
 
+def _op(kind: str, who: int, number: int = 0) -> tuple[str, int, str, int, str]:
+    return (kind, who, "MEMORY.md", number, "plain")
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed_content=st.booleans(),
     script=st.lists(operation, min_size=1, max_size=40),
     rng_seed=st.integers(0, 2**32 - 1),
+)
+# Replica 0 deletes the file; replica 1 renders the deletion, then its agent writes back the
+# text it held from before plus one line: only that line may come back.
+@example(
+    seed_content=True,
+    script=[
+        *[_op("append", 0)] * 4,
+        *[_op("append", 1)] * 2,
+        _op("deliver", 0, 3),
+        _op("delete_file", 0),
+        _op("deliver", 1, 2),
+        *[_op("append", 0)] * 6,
+        _op("stale_append", 1),
+    ],
+    rng_seed=1,
 )
 def test_replicas_converge_and_lose_nothing(
     seed_content: bool, script: list[tuple[str, int, str, int, str]], rng_seed: int

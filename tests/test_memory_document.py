@@ -210,6 +210,27 @@ def test_writing_a_deleted_file_back_restores_it_whole() -> None:
     assert a.exists and a.content == before
 
 
+def test_stale_append_onto_a_deleted_file_brings_back_only_the_new_line() -> None:
+    a, b = pair("- one\n- two\n")
+    read_by_agent = a.content
+    b.delete()  # another node deletes the file
+    a.apply(b.encode_state())
+    assert not a.exists
+    # a's agent writes back what it read before the deletion, plus a line
+    a.write(read_by_agent + "- new\n", bases=[read_by_agent])
+    exchange(a, b)
+    assert a.content == b.content == "- new\n"
+
+
+def test_writing_an_older_trashed_version_back_restores_it_whole() -> None:
+    a, _ = pair("- first\n")
+    oldest = a.content
+    a.write("- first\n- second\n")
+    a.delete()
+    assert a.write(oldest, bases=["- first\n- second\n"], kept=["- first\n- second\n", oldest])
+    assert a.content == oldest
+
+
 def test_updates_arriving_out_of_order_with_deletions_all_integrate() -> None:
     """pycrdt 0.14 loses one of two queued updates with missing dependencies when one carries a
     delete set (applied raw in the order below it ends with "y\\na\\n"); the document's own causal

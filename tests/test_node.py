@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from node_harness import (
 
 from swarm.devtools.membus import MemoryBus
 from swarm.memory import MemoryDoc
-from swarm.node import next_render_interval
+from swarm.node import RENDER_BUDGET, next_render_interval
 
 
 async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
@@ -48,10 +50,59 @@ async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Pa
             what="rename",
         )
 
+        # The content is kept for a later restore, committed before the file goes: another
+        # process (`swarm restore`) looking the moment it sees the file gone finds it.
+        watching = asyncio.create_task(asyncio.to_thread(trash_once_gone, b, "MEMORY.md"))
         (a.root / "MEMORY.md").unlink()
-        await eventually(lambda: b.read("MEMORY.md") is None, what="delete")
-        trashed = b.node.store.trashed("MEMORY.md")
-        assert trashed and "works on swarm" in trashed[0][1]  # content kept for a later restore
+        trashed = await asyncio.wait_for(watching, 30)
+        assert trashed and "works on swarm" in trashed[0]
+
+
+def trash_once_gone(node: Running, path: str) -> list[str]:
+    """The trash of `path` as another process reads it (committed rows, newest first) the
+    moment the file is seen gone (a thread of its own, looking every millisecond)."""
+    deadline = time.monotonic() + 30
+    while node.read(path) is not None:
+        assert time.monotonic() < deadline, f"{path} never went"
+        time.sleep(0.001)
+    conn = sqlite3.connect(f"file:{node.node.store.db_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT content FROM trash WHERE path = ? ORDER BY seq DESC", (path,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [str(row[0]) for row in rows]
+
+
+async def test_a_stale_write_over_a_peers_deletion_brings_back_only_its_new_line(
+    tmp_path: Path,
+) -> None:
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(b.root / "MEMORY.md", "# Memory\n- old fact\n")
+        await eventually(lambda: a.read("MEMORY.md") == "# Memory\n- old fact\n", what="seed")
+        held_by_agent = b.read("MEMORY.md")  # b's agent keeps the text it wrote
+        (a.root / "MEMORY.md").unlink()
+        await eventually(lambda: b.read("MEMORY.md") is None, what="the deletion reached b")
+        assert held_by_agent is not None
+        write_atomically(b.root / "MEMORY.md", held_by_agent + "- new fact\n")
+        await eventually(
+            lambda: a.read("MEMORY.md") == "- new fact\n" == b.read("MEMORY.md"),
+            what="only the new line is back, on both nodes",
+        )
+
+
+async def test_a_file_deleted_and_written_again_by_its_own_agent_comes_back_whole(
+    tmp_path: Path,
+) -> None:
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(a.root / "MEMORY.md", "# Memory\n- old fact\n")
+        await eventually(lambda: b.read("MEMORY.md") == "# Memory\n- old fact\n", what="seed")
+        (a.root / "MEMORY.md").unlink()
+        await eventually(lambda: b.read("MEMORY.md") is None, what="the deletion reached b")
+        whole = "# Memory\n- old fact\n- new fact\n"
+        write_atomically(a.root / "MEMORY.md", whole)  # a new file that repeats old lines
+        await eventually(lambda: b.read("MEMORY.md") == whole == a.read("MEMORY.md"), what="whole")
 
 
 async def test_render_produces_no_echo_update(tmp_path: Path) -> None:
@@ -109,10 +160,18 @@ async def test_a_node_at_rest_drops_its_text_copies_and_still_merges(tmp_path: P
 
 
 async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_path: Path) -> None:
+    """20 files changing every few milliseconds: renders stay within the node's render budget
+    (RENDER_BUDGET files a second, reached within the first second; each busy file then waits
+    up to `render_interval_max` between renders) instead of one per change.
+
+    The bound counts the seconds the changes took: on a loaded machine the same 800 changes
+    are spread over more time, and the budget allows more renders (a fixed count made this
+    test fail whenever the machine was slow, though the node kept its budget)."""
     bus = MemoryBus()
     files = [f"memory/topic-{i}.md" for i in range(20)]
     async with running_node(bus, "b", tmp_path / "b", tmp_path / "sb") as b:
         sources = {path: MemoryDoc(path) for path in files}
+        started = time.monotonic()
         for i in range(40):
             for path, source in sources.items():
                 update = source.write(source.content + f"- fact {i}\n")
@@ -123,7 +182,12 @@ async def test_busy_files_are_rendered_once_per_burst_not_once_per_change(tmp_pa
         await eventually(
             lambda: all(b.read(p) == s.content for p, s in sources.items()), what="all on disk"
         )
-        assert b.node.counters.rendered <= 400  # of 800 changes
+        seconds = time.monotonic() - started
+        # The first second fills the budget's window; while the intervals double (25 -> 200
+        # ms) each file can render three more times.
+        budget = RENDER_BUDGET * (seconds + 1) + 3 * len(files)
+        rendered = b.node.counters.rendered
+        assert rendered <= budget, f"{rendered} renders of 800 changes in {seconds:.2f} s"
 
 
 def test_render_interval_grows_only_over_the_budget_and_comes_back_step_by_step() -> None:
@@ -290,6 +354,26 @@ async def test_mass_delete_is_held_until_confirmed(tmp_path: Path) -> None:
         await eventually(lambda: all(b.read(n) is None for n in names), what="confirmed")
         assert a.node.deletions_held is None
         assert b.node.store.trashed(names[0])  # still restorable
+
+
+async def test_a_mass_delete_that_trickles_in_is_judged_as_one(tmp_path: Path) -> None:
+    """`rm -r` on a loaded machine: the files go a few at a time, in separate watcher batches.
+    Judged one batch at a time no batch is large enough to look like an accident, and every
+    deletion would reach the other nodes; judged together once deletions stop coming, they are
+    held."""
+    names = [f"memory/topic-{i}.md" for i in range(6)]
+    async with two_nodes(tmp_path) as (a, b):
+        for name in names:
+            write_atomically(a.root / name, f"{name}\n")
+        await eventually(lambda: all(b.read(n) == f"{n}\n" for n in names), what="synced")
+        for name in names:
+            (a.root / name).unlink()
+            # the next one goes after the watcher delivered this one alone (its debounce is
+            # 30 ms): a slow `rm`, not a wait for the product
+            await asyncio.sleep(0.08)
+        await eventually(lambda: a.node.deletions_held is not None, what="guard")
+        assert "6 of 6 files" in (a.node.deletions_held or "")
+        assert all(b.read(n) == f"{n}\n" for n in names)  # the others keep their copies
 
 
 async def test_vanished_memory_folder_holds_deletions(tmp_path: Path) -> None:

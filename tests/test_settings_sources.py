@@ -80,3 +80,31 @@ def test_settings_built_in_code_read_nothing_from_the_process_environment(
     monkeypatch.setenv("SWARM_NAME", "team")
     monkeypatch.setenv("SWARM_DIR", ".")
     assert load_settings(DaemonSettings, {}).role == "from-env"
+
+
+def test_flags_beat_the_environment_which_beats_the_toml_file(tmp_path: Path) -> None:
+    """All three layers at once, each setting given in a different set of them."""
+    config = tmp_path / "swarm.toml"
+    config.write_text(
+        "[swarm]\n"
+        'swarm = "from-toml"\n'
+        'role = "from-toml"\n'
+        "debounce_ms = 11\n"
+        "heartbeat_interval = 3.0\n",
+        encoding="utf-8",
+    )
+    environ = {
+        "SWARM_DIR": ".",
+        "SWARM_NAME": "from-env",
+        "SWARM_ROLE": "from-env",
+        "SWARM_DEBOUNCE_MS": "22",
+        "SWARM_LOG_LEVEL": "warning",
+    }
+    flags = {"swarm": "from-flag", "debounce_ms": 33, "role": None, "node": None}
+    settings = load_settings(DaemonSettings, flags, config_file=config, environ=environ)
+    assert settings.swarm == "from-flag"  # flag, environment and file: the flag
+    assert settings.debounce_ms == 33
+    assert settings.role == "from-env"  # environment and file (the flag not given): the env
+    assert settings.log_level == "warning"  # environment only
+    assert settings.heartbeat_interval == 3.0  # file only
+    assert settings.node is None  # nowhere: the default

@@ -399,3 +399,36 @@ def test_checkpoint_from_another_thread_moves_the_wal_into_the_database(tmp_path
         assert db.stat().st_size > before  # the pages left the WAL for the database file
         store.append_update("MEMORY.md", b"after", local=True)  # the writer goes on
         assert len(store.load_doc("MEMORY.md")) == 51
+
+
+_CRASH_BEFORE_OUTBOX = textwrap.dedent(
+    """
+    import os
+    import sys
+    from pathlib import Path
+    from swarm.store import Store
+
+    store = Store(Path(sys.argv[1]))
+    conn = store._conn
+    # The process dies the instant the outbox row is about to be written: after the log row.
+    conn.create_function("crash", 0, lambda: os._exit(9))
+    conn.execute(
+        "CREATE TEMP TRIGGER die BEFORE INSERT ON main.outbox BEGIN SELECT crash(); END"
+    )
+    store.append_update("MEMORY.md", b"local edit", local=True)
+    """
+)
+
+
+def test_a_crash_between_the_log_row_and_the_outbox_row_keeps_neither(state_dir: Path) -> None:
+    """`append_update` outside any batch: the log row and the outbox row of a local update are
+    one transaction. A log row without its outbox row is an edit this node holds and never
+    sends (the document loads it, so nothing would ever notice it is missing elsewhere)."""
+    with Store(state_dir) as store:
+        append_local(store, "MEMORY.md", b"before")
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASH_BEFORE_OUTBOX, str(state_dir)], timeout=60, check=False
+    )
+    assert crashed.returncode == 9
+    assert peek(state_dir, "SELECT data FROM doc_log ORDER BY rowid") == [(b"before",)]
+    assert peek(state_dir, "SELECT data FROM outbox ORDER BY id") == [(b"before",)]

@@ -7,12 +7,14 @@ have their own test (see test_in_place_writer_slower_than_the_quiet_window_loses
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 from daemon_harness import (
     Agent,
     DaemonGroup,
@@ -196,3 +198,155 @@ def test_in_place_writer_slower_than_the_quiet_window_loses_nothing(
             explain=lambda: describe([a.dir, b.dir], expected) + "\n" + group.logs(),
         )
         assert_each_line_once([a.dir, b.dir], expected)
+
+
+# Heartbeats (and the anti-entropy they carry) this slow cannot heal anything within a test:
+# what heals below is the mechanism under test alone.
+SLOW_HEARTBEAT = {"heartbeat_interval": 60.0, "offline_after": 600.0}
+GAP_HEALS_WITHIN_S = 3.0  # the gap check waits 0.1 s, then one log read; a heartbeat is 60 s
+
+
+def _in_process_pair(
+    tmp_path: Path, url: str, receiver_class: type[InProcessDaemon], **extra: float
+) -> tuple[dict[str, Path], InProcessDaemon, InProcessDaemon]:
+    folders = {name: tmp_path / name / "mem" for name in ("a", "b")}
+    settings = {
+        name: daemon_settings(folder, folder.parent / "state", name, url, **extra)
+        for name, folder in folders.items()
+    }
+    return folders, InProcessDaemon(settings["a"]), receiver_class(settings["b"])
+
+
+async def test_a_broken_chain_of_log_ids_alone_triggers_a_log_read(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """b loses one of a's updates; a's next update names the lost one as its predecessor: that
+    hole in the chain, not a heartbeat, makes b read the log and heal."""
+    folders, sender, receiver = _in_process_pair(
+        tmp_path, redis_server.url, _DropsOneUpdate, **SLOW_HEARTBEAT
+    )
+    assert isinstance(receiver, _DropsOneUpdate)
+    await sender.start()
+    await receiver.start()
+    try:
+        memory = folders["a"] / "MEMORY.md"
+        await in_thread(write_file, memory, "# Memory\n", atomic=True)
+        await wait_until_async(
+            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
+        )
+        receiver.armed = True
+        await in_thread(write_file, memory, "# Memory\n- lost\n", atomic=True)
+        await wait_until_async(lambda: bool(receiver.dropped), "the update was dropped")
+        await in_thread(write_file, memory, "# Memory\n- lost\n- next\n", atomic=True)
+        sent_at = time.monotonic()
+        await wait_until_async(
+            lambda: read_tree(folders["b"]).get("MEMORY.md") == "# Memory\n- lost\n- next\n",
+            "b read the log over the hole and holds both lines",
+            timeout=GAP_HEALS_WITHIN_S,
+        )
+        print(f"healed {time.monotonic() - sent_at:.2f} s after the next update was written")
+    finally:
+        await receiver.stop()
+        await sender.stop()
+
+
+class _HeldResubscribe(InProcessDaemon):
+    """Its subscriber, once `hold` is set, waits for `release` before it subscribes again, so
+    what is published meanwhile is lost to its pub/sub (as during any reconnect)."""
+
+    hold: bool
+    held: asyncio.Event
+    release: asyncio.Event
+
+    def _before_serve(self, runtime: Runtime) -> None:
+        self.hold, self.held, self.release = False, asyncio.Event(), asyncio.Event()
+        transport = runtime.transport
+        subscribe = transport._subscribe  # type: ignore[attr-defined]
+
+        async def held_subscribe() -> object:
+            if self.hold:
+                self.held.set()
+                await self.release.wait()
+            return await subscribe()
+
+        transport._subscribe = held_subscribe  # type: ignore[attr-defined]
+
+
+async def _kill_pubsub_clients(url: str) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    finally:
+        await client.aclose()
+
+
+async def test_a_reconnect_alone_triggers_a_log_read(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """b's subscription drops; a's update is published while b is not subscribed and nothing
+    follows it: the gap marker of b's reconnect alone must make b read the log."""
+    folders, sender, receiver = _in_process_pair(
+        tmp_path, redis_server.url, _HeldResubscribe, **SLOW_HEARTBEAT
+    )
+    assert isinstance(receiver, _HeldResubscribe)
+    await sender.start()
+    await receiver.start()
+    try:
+        memory = folders["a"] / "MEMORY.md"
+        await in_thread(write_file, memory, "# Memory\n", atomic=True)
+        await wait_until_async(
+            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
+        )
+        receiver.hold = True
+        await _kill_pubsub_clients(redis_server.url)
+        await receiver.held.wait()
+        assert sender.runtime is not None
+        published = sender.runtime.replicator.counters.published
+        await in_thread(write_file, memory, "# Memory\n- while b was away\n", atomic=True)
+        await wait_until_async(
+            lambda: sender.runtime is not None
+            and sender.runtime.replicator.counters.published > published
+            and sender.runtime.node.store.outbox_depth() == 0,
+            "a published its update",
+        )
+        receiver.release.set()
+        released_at = time.monotonic()
+        await wait_until_async(
+            lambda: "- while b was away" in read_tree(folders["b"]).get("MEMORY.md", ""),
+            "b read the log after its reconnect",
+            timeout=GAP_HEALS_WITHIN_S,
+        )
+        print(f"healed {time.monotonic() - released_at:.2f} s after b subscribed again")
+    finally:
+        await receiver.stop()
+        await sender.stop()
+
+
+async def test_a_missed_update_whose_writer_went_offline_still_arrives(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """b loses a's update and a goes offline (nobody can answer for it any more); b's own next
+    write moves b past that entry in the log: its cursor must not skip the entry it never
+    applied, the log still has it."""
+    folders, sender, receiver = _in_process_pair(tmp_path, redis_server.url, _DropsOneUpdate)
+    assert isinstance(receiver, _DropsOneUpdate)
+    await sender.start()
+    await receiver.start()
+    try:
+        await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n", atomic=True)
+        await wait_until_async(
+            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
+        )
+        receiver.armed = True
+        await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n- missed\n", atomic=True)
+        await wait_until_async(lambda: bool(receiver.dropped), "the update was dropped")
+        await sender.stop()  # a is gone: only the log holds its update
+        await in_thread(write_file, folders["b"] / "notes.md", "- b goes on\n", atomic=True)
+        await wait_until_async(
+            lambda: "- missed" in read_tree(folders["b"]).get("MEMORY.md", ""),
+            "b applied the update of the writer that went offline",
+            timeout=10,
+        )
+    finally:
+        await receiver.stop()
+        await sender.stop()

@@ -93,6 +93,7 @@ def with_byte(data: bytes, index: int, value: int) -> bytes:
         (with_byte(VALID, 3, 0), "unknown envelope kind 0"),
         (with_byte(VALID, 3, 77), "unknown envelope kind 77"),
         (with_byte(VALID, 4, 1), "unsupported envelope flags 0x01"),
+        (with_byte(VALID, 4, 4), "truncated envelope: signature needs 64 bytes"),
         (VALID[:-1], "truncated envelope: payload"),
         (VALID[:7], "truncated envelope: swarm"),
         (VALID + b"\x00", "1 trailing bytes"),
@@ -157,3 +158,14 @@ def test_decode_of_mutated_envelopes_only_raises_wire_error(
     except WireError:
         return
     assert encode(decoded) == mutated
+
+
+def test_a_signed_envelope_round_trips_with_its_signature() -> None:
+    from swarm.wire import signed_bytes
+
+    env = Envelope("team", "SOUL.md", "node-a", Kind.UPDATE, b"\x01\x02", signature=b"s" * 64)
+    back = decode(encode(env))
+    assert back == env
+    # The signed bytes name the file: a signature for SOUL.md says nothing of another file.
+    other = Envelope("team", "MEMORY.md", "node-a", Kind.UPDATE, b"\x01\x02")
+    assert signed_bytes(env) != signed_bytes(other)

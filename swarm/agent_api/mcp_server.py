@@ -102,6 +102,20 @@ def build_server(service: MemoryService) -> MCPServer:
             return await service.search(query, regex, paths)
 
     @server.tool(annotations=READ_ONLY)
+    async def memory_blame(path: PathArg) -> list[dict[str, Any]]:
+        """Who wrote each line of a memory file: line number, text, node id and role, and when
+        (seconds since the epoch; null if written before authors were recorded)."""
+        async with _refusals():
+            return await service.blame(path)
+
+    @server.tool(annotations=READ_ONLY)
+    async def memory_log(path: PathArg) -> dict[str, Any]:
+        """A memory file's edits in order, oldest first: when (as this node got it), which
+        node, the lines added and removed."""
+        async with _refusals():
+            return await service.log(path)
+
+    @server.tool(annotations=READ_ONLY)
     async def memory_status() -> dict[str, Any]:
         """This swarm's nodes, which are online, whether they converged (hold the same memory),
         and whether this node's latest edit made here reached every online peer."""

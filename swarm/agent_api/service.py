@@ -25,11 +25,12 @@ from swarm.agent_api.files import (
 )
 from swarm.agent_api.paths import Kind, PathRefused
 from swarm.agent_api.settings import AgentSettings
+from swarm.audit.report import ReportError
 from swarm.control_client import ControlClient, ControlError, DaemonUnavailable
 from swarm.memory.edits import EditError, Placement, plan_append, plan_replace
 
 # What a caller reports as a refusal (bad input, or an answer it must act on), never a crash.
-REFUSALS = (PathRefused, EditError, FileProblem, ControlError)
+REFUSALS = (PathRefused, EditError, FileProblem, ControlError, ReportError)
 PRIVATE_NOTE = "a private file: edited here, never sent anywhere"
 NO_DAEMON = (
     "no daemon is running for this folder: the edit is in the file, and the daemon sends it "
@@ -51,6 +52,26 @@ class MemoryService:
         if text is None:
             raise FileProblem(f"{rel} does not exist (memory_list shows the files)")
         return text
+
+    async def blame(self, path: str) -> list[dict[str, Any]]:
+        """Each line of a synced file with the node that wrote it and when."""
+        from swarm.audit.report import blame_lines
+
+        rel = self._synced(path)
+        return await asyncio.to_thread(blame_lines, self.settings.resolved_state_dir, rel)
+
+    async def log(self, path: str) -> dict[str, Any]:
+        """A synced file's edits in order: time, node, lines added and removed."""
+        from swarm.audit.report import log_entries
+
+        rel = self._synced(path)
+        return await asyncio.to_thread(log_entries, self.settings.resolved_state_dir, rel)
+
+    def _synced(self, path: str) -> str:
+        rel, kind = self.paths.resolve(path)
+        if kind is Kind.PRIVATE:
+            raise PathRefused(f"{rel} is private: it has no swarm history")
+        return rel
 
     async def files(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(list_files, self.paths)

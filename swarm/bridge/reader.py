@@ -199,8 +199,16 @@ def decode(data: bytes, key: StatKey, max_bytes: int) -> ReadResult:
 
 
 def _too_large(size: int, max_bytes: int, key: StatKey) -> ReadResult:
-    problem = f"larger than {format_size(max_bytes)} ({format_size(size)})"
-    return ReadResult(None, problem, stat=key)
+    return ReadResult(None, too_large(max(size, key[1]), max_bytes), stat=key)
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    """Why a file of `size` bytes is not synced; in bytes when rounding would hide that it is
+    larger ("larger than 4 MiB (4 MiB)")."""
+    limit, shown = format_size(max_bytes), format_size(size)
+    if shown == limit:
+        shown = f"{size:,} bytes"
+    return f"larger than {limit} ({shown})"
 
 
 def _key(st: os.stat_result) -> StatKey:

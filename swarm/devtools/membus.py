@@ -41,7 +41,7 @@ class _SwarmState:
 
     log: list[tuple[str, Envelope]] = field(default_factory=list)
     last_seq: int = 0
-    snapshots: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    snapshots: dict[str, tuple[str, Envelope]] = field(default_factory=dict)
     lease: tuple[str, float] | None = None  # holder, monotonic expiry
     epoch: str | None = None
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
@@ -58,11 +58,13 @@ class MemoryBus:
     def __init__(
         self,
         *,
+        swarm: str = "t",
         seed: int | None = None,
         drop_rate: float = 0.0,
         duplicate_rate: float = 0.0,
         hold_rate: float = 0.0,
     ) -> None:
+        self.swarm = swarm  # the swarm's name, for the envelopes the hub makes (snapshots)
         self.rng = random.Random(seed)
         self.drop_rate = drop_rate
         self.duplicate_rate = duplicate_rate
@@ -155,6 +157,7 @@ class MemoryTransport:
         self.offline = False
         self.log_length: int | None = None
         self.last_scanned_id = "0-0"
+        self.snapshot_envelopes: dict[str, Envelope] = {}
         self.problems: Problems | None = None
         self.unreadable_nodes: dict[str, tuple[str, int]] = {}
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -246,9 +249,13 @@ class MemoryTransport:
 
     async def snapshots(self) -> dict[str, tuple[str, bytes]]:
         self._check("snapshots")
-        return dict(self.bus.state.snapshots)
+        stored = self.bus.state.snapshots
+        self.snapshot_envelopes = {path: env for path, (_covered, env) in stored.items()}
+        return {path: (covered, env.payload) for path, (covered, env) in stored.items()}
 
-    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
+    async def put_snapshot(
+        self, path: str, covered_id: str, state: bytes, signature: bytes = b""
+    ) -> bool:
         self._check("put_snapshot")
         covered = parse_stream_id(covered_id)
         swarm = self.bus.state
@@ -260,7 +267,8 @@ class MemoryTransport:
         old = swarm.snapshots.get(path)
         if old is not None and covered < parse_stream_id(old[0]):
             return False
-        swarm.snapshots[path] = (covered_id, state)
+        env = Envelope(self.bus.swarm, path, self.node, Kind.STATE, state, signature=signature)
+        swarm.snapshots[path] = (covered_id, env)
         return True
 
     async def acquire_lease(self, ttl_ms: int) -> bool:
@@ -271,6 +279,14 @@ class MemoryTransport:
         if swarm.lease is not None and swarm.lease[0] != self.node and swarm.lease[1] >= now:
             return False
         swarm.lease = (self.node, now + ttl_ms / 1000)
+        return True
+
+    async def release_lease(self) -> bool:
+        self._check("release_lease")
+        swarm = self.bus.state
+        if swarm.lease is None or swarm.lease[0] != self.node:
+            return False
+        swarm.lease = None
         return True
 
     async def trim_log(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from swarm.bridge.policy import TEMP_MARK
 from swarm.config import DaemonSettings
 from swarm.doctor.checks import Check, Status, one_line
+from swarm.doctor.writers import check_writers
 
 INOTIFY_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 LOCK_FILE = "daemon.lock"  # swarm.daemon._lock_state_dir
@@ -200,4 +201,5 @@ def local_checks(settings: DaemonSettings, inotify_limit: Path = INOTIFY_WATCHES
         check_state(settings),
         check_lock(settings),
         check_inotify(settings, inotify_limit),
+        check_writers(settings),
     ]

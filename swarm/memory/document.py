@@ -18,6 +18,7 @@ import pycrdt
 from swarm.memory import genesis, vector
 from swarm.memory.diff import LineEdit, insertions_only, line_edits
 from swarm.memory.merge import choose_base, merge3
+from swarm.memory.stamps import Author, stamp
 from swarm.memory.text import normalize, render, split_lines
 from swarm.memory.ytext import apply_line_edits
 
@@ -56,8 +57,11 @@ def _is_fatal(exc: BaseException) -> bool:
 
 
 class MemoryDoc:
-    def __init__(self, path: str, *, client_id: int | None = None) -> None:
+    def __init__(
+        self, path: str, *, client_id: int | None = None, author: Author | None = None
+    ) -> None:
         self.path = path
+        self.author = author  # set: local changes record who made them (swarm/memory/stamps.py)
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc(
             client_id=client_id if client_id is not None else new_client_id()
         )
@@ -84,9 +88,11 @@ class MemoryDoc:
         self.broken = False
 
     @classmethod
-    def restore(cls, path: str, updates: Iterable[bytes]) -> MemoryDoc:
+    def restore(
+        cls, path: str, updates: Iterable[bytes], author: Author | None = None
+    ) -> MemoryDoc:
         """Rebuild from persisted updates (base state first); raises UpdateError if one is bad."""
-        doc = cls(path)
+        doc = cls(path, author=author)
         for update in updates:
             doc._apply_raw(update)
         return doc
@@ -154,6 +160,11 @@ class MemoryDoc:
             self._vector_cache = vector.decode(self._doc.get_state())
         return dict(self._vector_cache)
 
+    @property
+    def crdt(self) -> pycrdt.Doc[Any]:
+        """The pycrdt document itself, for readers of its audit facts (swarm/audit/)."""
+        return self._doc
+
     def encode_state(self) -> bytes:
         return self._doc.get_update()
 
@@ -176,7 +187,12 @@ class MemoryDoc:
         return self.settle()
 
     def write(
-        self, content: str, bases: Sequence[str] = (), *, adopt: bool = False
+        self,
+        content: str,
+        bases: Sequence[str] = (),
+        *,
+        adopt: bool = False,
+        kept: Sequence[str] = (),
     ) -> bytes | None:
         """Turn an agent's write of the whole file into a local update (None if nothing changed).
 
@@ -184,6 +200,8 @@ class MemoryDoc:
         the write is diffed against the one it derives from and merged with everything since.
         `adopt` is for a node seeing a file for the first time while the swarm already has a
         document for it: the result is the union of both, nothing the swarm has is deleted.
+        `kept` are deleted versions of the file kept in the trash: writing one of them (or a
+        base) back onto the deleted file restores it whole.
         """
         stored, tail = normalize(content)
         if self.is_empty and stored:
@@ -212,11 +230,13 @@ class MemoryDoc:
         if adopt:
             target_edits = insertions_only(current_lines, split_lines(stored))
         else:
-            # A write to a deleted file brings it back whole (a restore, or an edit that wins
-            # over a concurrent delete): no older base may explain its lines away.
-            revived = bases if self.exists else []
-            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in revived]
-            base = choose_base(stored, [current, *older])
+            # Writing a known version back onto the deleted file is a restore: it comes back
+            # whole. Any other write to it is merged with the deletion like any stale write: a
+            # writer still holding the text from before the deletion brings back only what it
+            # added, not the lines the swarm deleted since (they are in the trash).
+            restore = not self.exists and (content in bases or content in kept)
+            older = [_prefer_existing_terminator(*normalize(b), current_lines)[0] for b in bases]
+            base = current if restore else choose_base(stored, [current, *older])
             target = stored if base == current else merge3(base, stored, current)
             target_edits = line_edits(current_lines, split_lines(target))
         return self._transact(
@@ -279,8 +299,11 @@ class MemoryDoc:
         """Run a local change; returns the update it made (None if it changed nothing)."""
         self._captured = []
         subscription = self._doc.observe(self._on_transaction)
+        before = self.state_vector_dict() if self.author is not None else None
         try:
             change()
+            if self._captured and self.author is not None and before is not None:
+                stamp(self._doc, before, self.author, self._doc.client_id)
         finally:
             self._doc.unobserve(subscription)
             captured, self._captured = self._captured, None

@@ -17,8 +17,10 @@ from swarm.edge import Edge
 from swarm.file_health import DiskState, FileHealth
 from swarm.flood import FloodGuard
 from swarm.memory import MemoryDoc, UpdateError
+from swarm.memory.stamps import Author
 from swarm.merges import MergeJournal
 from swarm.node.options import NodeCounters, NodeOptions
+from swarm.protect.guard import Protection
 from swarm.store import Store
 
 log = logging.getLogger("swarm.node")
@@ -73,9 +75,15 @@ class NodeCore:
         self._busy_retries: dict[str, int] = {}  # path -> looks at a file held open for writing
         self._last: dict[str, str | None] = {}  # path -> newest recorded version
         self._background: set[asyncio.Task[None]] = set()
+        # Deletions the watcher reported, waiting to be judged together (see _ingest_batch).
+        self._gone: set[str] = set()
+        self._gone_seen = 0
+        self._judging: asyncio.Task[None] | None = None
         # Set while deletions are held back by the mass-delete guard: the reason, for status.
         self.deletions_held: str | None = None
         self._busy_wait: dict[str, float] = {}  # path -> next wait while a writer holds it
+        self.author = Author(options.node_id, options.role) if options.node_id else None
+        self.protection = Protection(options.node_id)  # guarded files (swarm/protect/): off
 
     def _notify(self) -> None:
         for callback in self._listeners:
@@ -98,18 +106,18 @@ class NodeCore:
     def doc(self, path: str) -> MemoryDoc:
         doc = self.docs.get(path)
         if doc is None or doc.broken:
-            doc = self._restore(path) if doc is not None else MemoryDoc(path)
+            doc = self._restore(path) if doc is not None else MemoryDoc(path, author=self.author)
             self.docs[path] = doc
         return doc
 
     def _restore(self, path: str) -> MemoryDoc:
         try:
-            doc = MemoryDoc.restore(path, self.store.load_doc(path))
+            doc = MemoryDoc.restore(path, self.store.load_doc(path), self.author)
         except UpdateError as exc:
             # A stored update pycrdt now refuses: keep what can be applied, say so once.
             self.counters.last_error = str(exc)
             log.error("restoring %s: %s", path, exc)
-            doc = MemoryDoc(path)
+            doc = MemoryDoc(path, author=self.author)
             for update in self.store.load_doc(path):
                 try:
                     doc.apply(update)

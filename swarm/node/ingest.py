@@ -22,6 +22,7 @@ from swarm.bridge.pathrules import path_problem, shown
 from swarm.node.guard import DeletionGuard
 from swarm.node.options import NodeOptions
 from swarm.problems import one_line
+from swarm.protect.guard import LOCAL_WRITE
 from swarm.store import Store
 
 log = logging.getLogger("swarm.node")
@@ -118,6 +119,9 @@ class Ingest(DeletionGuard):
         if result.missing:
             if self.deletions_held is not None:
                 return
+            if existed and self.protection.refuses_local(path):
+                self._refuse_local(path, None)
+                return
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
@@ -136,9 +140,27 @@ class Ingest(DeletionGuard):
             self._stats[path] = result.stat
         if existed and result.text == last:
             return  # our own render coming back (or nothing new): not an agent write
+        if self.protection.refuses_local(path):
+            self._refuse_local(path, result.text)
+            return
         if not self.flood.admit(path, result.text, self.docs.get(path)):
             return  # held by the new-file budget until confirmed (swarm/flood.py)
         self._ingest_text(path, result.text)
+
+    def _refuse_local(self, path: str, text: str | None) -> None:
+        """An agent here changed (or, `text` None, deleted) a protected file, and this node is
+        not one of its writers: nothing is sent; the attempt is kept in the store (`swarm
+        history`), counted for status, and the disk goes back to the swarm's version (a file the
+        swarm has no version of is left as it is)."""
+        self.protection.refuse(self.options.node_id or "this node", path, LOCAL_WRITE)
+        doc = self.docs.get(path)
+        with self.store.batch():
+            if text is not None:
+                self.store.keep_refused(path, text)
+                self._record_version(path, text)  # what the disk holds: the render replaces it
+            self._set_existed(path, text is not None)
+        if doc is not None and not doc.is_empty:
+            self.mark_dirty(path)
 
     def _retry_ingest_later(self, path: str, *, busy: bool = False) -> None:
         """Look at `path` again soon. A file another process holds open for writing is looked
@@ -180,8 +202,9 @@ class Ingest(DeletionGuard):
         versions = self.store.versions(path)
         bases = self._bases(path, versions)
         adopt = not versions and not doc.is_empty
+        kept = [] if doc.exists else [content for _, content in self.store.trashed(path)]
         before = doc.content if log.isEnabledFor(logging.DEBUG) else None
-        update = doc.write(text, bases, adopt=adopt)
+        update = doc.write(text, bases, adopt=adopt, kept=kept)
         if before is not None:
             gone = set(before.splitlines()) - set(doc.content.splitlines())
             log.debug(
@@ -206,8 +229,11 @@ class Ingest(DeletionGuard):
 
     def _bases(self, path: str, versions: list[str]) -> list[str]:
         """Versions the agent may have read: newest first, back to its own last write (an agent
-        always sees what it wrote itself)."""
+        always sees what it wrote itself). No base once the agent deleted the file itself: what
+        it writes next is a new file, not a stale copy of the old one."""
         own = self._own_write.get(path)
+        if own == _DELETED:
+            return []
         if own is None:
             return versions
         found: list[str] = []
@@ -221,6 +247,7 @@ class Ingest(DeletionGuard):
         doc = self.docs[path]
         content = doc.content
         update = doc.delete()
+        self._own_write[path] = _DELETED
         with self.store.batch():
             self.store.trash(path, last if last is not None else content)
             if update is not None:
@@ -239,6 +266,10 @@ class Ingest(DeletionGuard):
             if self.refuses(path):
                 handle.keep = True  # not ours to merge, nor to delete
                 log.warning("an agent's write to %s is kept in place: the path is not synced", path)
+                return
+            if self.protection.refuses_local(path):
+                self.protection.refuse(self.options.node_id, path, LOCAL_WRITE)
+                self.store.keep_refused(path, text)
                 return
             doc = self.doc(path)
             bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
@@ -263,6 +294,8 @@ class Ingest(DeletionGuard):
         Returns the document's state vector right after, and the outbox id (None: no change)."""
         if self.refuses(path):
             raise ValueError(f"{path} is not synced by this node")
+        if self.protection.refuses_local(path):
+            raise ValueError(f"{path} is protected and this node is not one of its writers")
         async with self._lock(path):
             doc = self.doc(path)
             current = doc.content if doc.exists else ""
@@ -274,6 +307,9 @@ class Ingest(DeletionGuard):
                 self._notify()
                 self.mark_dirty(path)
             return doc.state_vector(), outbox_id
+
+
+_DELETED = (-1, b"")  # in place of the agent's own last write: it deleted the file
 
 
 def _fingerprint(text: str) -> tuple[int, bytes]:

@@ -62,16 +62,48 @@ class Maintenance(ReplicaSide):
             await _sleep_or_stop(stop, 0.2)
 
     async def _ingest_batch(self, batch: list[FileEvent]) -> None:
-        gone = [e.path for e in batch if e.deleted and self._existed(e.path)]
-        if gone and self._guard_deletions(len(gone)):
-            batch = [e for e in batch if not e.deleted]
+        """Changes are ingested at once; deletions wait until none came for `delete_quiet`, then
+        the mass-delete guard judges them together (see `_judge_deletions`)."""
+        self._note_gone([e.path for e in batch if e.deleted and self._existed(e.path)])
         for event in batch:
-            try:
-                await self.ingest(event.path)
-            except Exception as exc:  # one bad file must not stop the watcher
-                self.counters.ingest_errors += 1
-                self.counters.last_error = f"{event.path}: {exc}"
-                log.exception("ingesting %s failed", event.path)
+            if not event.deleted:
+                await self._ingest_one(event.path)
+
+    def _note_gone(self, gone: list[str]) -> None:
+        """Files seen missing (by the watcher or a rescan): judged together once quiet."""
+        if not gone or self.deletions_held is not None:
+            return
+        self._gone.update(gone)
+        self._gone_seen += 1
+        if self._judging is None:
+            self._judging = asyncio.get_running_loop().create_task(self._judge_deletions())
+            self._background.add(self._judging)
+            self._judging.add_done_callback(self._background.discard)
+
+    async def _judge_deletions(self) -> None:
+        """Once deletions stopped coming, hold them all if together they look like an accident;
+        else ingest each (a file back by then is read as changed, not deleted)."""
+        try:
+            seen = -1
+            while seen != self._gone_seen:
+                seen = self._gone_seen
+                await asyncio.sleep(self.options.delete_quiet)
+        finally:
+            self._judging = None
+        gone = sorted(path for path in self._gone if self._existed(path))
+        self._gone.clear()
+        if not gone or self._guard_deletions(len(gone)):
+            return
+        for path in gone:
+            await self._ingest_one(path)
+
+    async def _ingest_one(self, path: str) -> None:
+        try:
+            await self.ingest(path)
+        except Exception as exc:  # one bad file must not stop the watcher
+            self.counters.ingest_errors += 1
+            self.counters.last_error = f"{path}: {exc}"
+            log.exception("ingesting %s failed", path)
 
     async def rescan(self) -> None:
         """Ingest every file whose stat changed since this node last read or wrote it: the
@@ -80,10 +112,9 @@ class Maintenance(ReplicaSide):
         for path, key in on_disk.items():
             if self._stats.get(path) != key:
                 await self.ingest(path)
-        gone = [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
-        if gone and not self._guard_deletions(len(gone)):
-            for path in gone:
-                await self.ingest(path)
+        self._note_gone(
+            [p for p, e in self._exists.items() if e and p not in on_disk and p in self.docs]
+        )
 
     async def maintenance_loop(
         self, stop: asyncio.Event, interval: float = 1.0, rescan_every: float = 30.0

@@ -32,12 +32,18 @@ class NodeOptions:
     # `delete_guard_min` of them), or the whole folder gone, holds deletions until confirmed.
     delete_guard_share: float = defaults.DELETE_GUARD_SHARE
     delete_guard_min: int = 3
+    # Deletions seen by the watcher are judged together once none came for this long: `rm -r`
+    # on a loaded machine arrives in several batches, each too small to look like an accident.
+    delete_quiet: float = 0.3
     # New-file budget (swarm/flood.py): a flood of new files within a minute is held.
     new_files_per_minute: int = defaults.NEW_FILES_PER_MINUTE
     new_mb_per_minute: float = defaults.NEW_MB_PER_MINUTE
+    # Who this node is: recorded in the documents with every local change (swarm blame).
+    node_id: str = ""
+    role: str = ""
 
     @classmethod
-    def from_settings(cls, settings: DaemonSettings) -> NodeOptions:
+    def from_settings(cls, settings: DaemonSettings, node_id: str) -> NodeOptions:
         """The options a daemon's settings ask for (the rest keep their defaults)."""
         return cls(
             root=settings.dir,
@@ -50,6 +56,8 @@ class NodeOptions:
             delete_guard_share=settings.delete_guard_share,
             new_files_per_minute=settings.new_files_per_minute,
             new_mb_per_minute=settings.new_mb_per_minute,
+            node_id=node_id,
+            role=settings.role,
         )
 
 

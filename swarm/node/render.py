@@ -27,7 +27,7 @@ log = logging.getLogger("swarm.node")
 
 # While a node renders more than this many files a second, a file due again soon has its render
 # interval doubled (see next_render_interval).
-_RENDER_BUDGET = 100
+RENDER_BUDGET = 100
 # A file another process holds open for writing is not rendered; it is tried again after this
 # wait, doubled up to the longest while the writer keeps it open.
 _BUSY_RETRY = (0.02, 1.0)
@@ -251,6 +251,6 @@ def next_render_interval(
     its last render: doubled while the node is over its render budget and the file is due again
     soon (within twice the longest wait), halved back towards `base` otherwise (step by step:
     no swing between extremes)."""
-    if renders_last_second > _RENDER_BUDGET and since < 2 * most:
+    if renders_last_second > RENDER_BUDGET and since < 2 * most:
         return min(most, gap * 2)
     return max(base, gap / 2)

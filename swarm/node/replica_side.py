@@ -54,6 +54,7 @@ class ReplicaSide(Renderer):
             disk=self.health.summary(self.disk_states()),
             refused=self.edge.refused(),
             not_synced=self.not_synced.to_json(),
+            protected_refused=self.protection.report(),
         )
 
     def apply_remote(self, path: str, update: bytes, sender: str | None = None) -> bool:

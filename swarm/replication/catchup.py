@@ -86,6 +86,9 @@ class CatchUp:
     async def _load_snapshots(self, first: str | None, after: str) -> str:
         """Apply every snapshot; the log id to read on from."""
         snapshots = await self.transport.snapshots()
+        for path, env in self.transport.snapshot_envelopes.items():
+            if not self.replica.protection.admits(env):
+                del snapshots[path]  # a protected file's, not signed by a writer
         with self.replica.batch():
             for path, (_covered, state) in snapshots.items():
                 self.replica.apply_remote(path, state)
@@ -104,7 +107,11 @@ class CatchUp:
         senders: dict[str, set[str]] = {}
         for message in messages:
             env = message.envelope
-            if env.sender != self.options.node_id and env.kind in (Kind.UPDATE, Kind.STATE):
+            if (
+                env.sender != self.options.node_id
+                and env.kind in (Kind.UPDATE, Kind.STATE)
+                and self.replica.protection.admits(env)
+            ):
                 by_path.setdefault(env.path, []).append(env.payload)
                 senders.setdefault(env.path, set()).add(env.sender)
         with self.replica.batch():

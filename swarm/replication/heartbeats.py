@@ -84,6 +84,7 @@ class Heartbeats:
             files_held=report.files_held,
             disk=report.disk,
             refused=report.refused,
+            protected_refused=report.protected_refused,
             not_synced=report.not_synced,
             files_digest=digest,
         )

@@ -52,7 +52,9 @@ class Publisher:
                 if len(update) > MAX_PAYLOAD:  # can never be sent: say so, do not block
                     log.error("cannot publish an update of %s: %d bytes", path, len(update))
                     continue
-                sendable.append(self.envelope(path, Kind.UPDATE, update))
+                env = self.replica.protection.outgoing(self.envelope(path, Kind.UPDATE, update))
+                if env is not None:  # None: a protected file's fix-up on a node not its writer
+                    sendable.append(env)
             try:
                 receipts = await self.transport.publish_many(sendable) if sendable else []
             except TransportError:
@@ -68,6 +70,10 @@ class Publisher:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def publish(self, env: Envelope) -> None:
+        sendable = self.replica.protection.outgoing(env)  # signed, or None: not ours to send
+        if sendable is None:
+            return
+        env = sendable
         prev, stream_id = await self.transport.publish_chained(env)
         self.cursor.link(prev, stream_id)
         self.counters.published += 1

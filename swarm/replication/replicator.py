@@ -154,7 +154,8 @@ class Replicator:
         self.counters.received += 1
         self.counters.received_bytes += len(env.payload)
         if env.kind in (Kind.UPDATE, Kind.STATE) and env.sender != self.options.node_id:
-            self.node.apply_remote(env.path, env.payload, env.sender)
+            if self.node.protection.admits(env):
+                self.node.apply_remote(env.path, env.payload, env.sender)
         elif env.kind is Kind.SYNC_REQUEST and env.path and env.sender != self.options.node_id:
             self._answer_sync_request(env)
         if message.stream_id is not None and message.prev_id is not None:

@@ -82,6 +82,8 @@ class SwarmLog(Transport, Protocol):
 
     log_length: int | None  # the log's length after this node's last publish
     last_scanned_id: str  # the last entry `read_log` looked at, decodable or not
+    # path -> the envelope of its snapshot as `snapshots` last read it (sender, signature)
+    snapshot_envelopes: dict[str, Envelope]
 
     async def publish_chained(self, env: Envelope) -> tuple[str, str]:
         """Append and fan out; (id of the entry before it, id of the new entry)."""
@@ -116,12 +118,19 @@ class SwarmLog(Transport, Protocol):
         """path -> (covered log id, state holding every entry of the path up to it)."""
         ...
 
-    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
-        """Store a snapshot; False without the lease or if it would move backwards."""
+    async def put_snapshot(
+        self, path: str, covered_id: str, state: bytes, signature: bytes = b""
+    ) -> bool:
+        """Store a snapshot (`signature`: a protected file's, swarm/protect/); False without the
+        lease or if it would move backwards."""
         ...
 
     async def acquire_lease(self, ttl_ms: int) -> bool:
         """Take or renew the compaction lease; False while another node holds it."""
+        ...
+
+    async def release_lease(self) -> bool:
+        """Give the lease up if this node holds it."""
         ...
 
     async def trim_log(self) -> int:

@@ -154,10 +154,22 @@ class PlainCodec:
         return path
 
     def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
-        return env.payload  # the state as is: nothing to authenticate without a key
+        """The state as is, or, for a protected file (signed: swarm/protect/), the envelope
+        itself so its signature is kept."""
+        return encode(env) if env.signature else env.payload
 
     def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
-        return Envelope(self.swarm, field, "", Kind.STATE, data)  # sender unknown: a bare state
+        """The state itself, or a signed envelope holding it; the sender of a bare state is
+        unknown ('')."""
+        if data[:2] == MAGIC:
+            try:
+                env = decode(data, swarm=self.swarm)
+            except WireError:
+                pass
+            else:
+                if env.path == field and env.signature:
+                    return env
+        return Envelope(self.swarm, field, "", Kind.STATE, data)
 
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         return info

@@ -29,6 +29,7 @@ from swarm.transport.redis_client import (
 from swarm.transport.redis_errors import CONNECTION, classify
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.rejects import RejectLog
+from swarm.wire import Envelope
 
 log = logging.getLogger("swarm.transport.redis_transport")
 
@@ -87,6 +88,8 @@ class RedisConnection:
         self.keys = SwarmKeys.for_swarm(swarm)
         self.log_length: int | None = None  # XLEN after our last publish
         self.rejected = 0  # undecodable messages / log entries / snapshot records skipped
+        # path -> the envelope of its snapshot as `snapshots` last read it (sender, signature)
+        self.snapshot_envelopes: dict[str, Envelope] = {}
         self.last_scanned_id = "0-0"  # last log entry read_log looked at, decodable or not
         self.codec: Codec = codec if codec is not None else PlainCodec(swarm)
         self.rejects = RejectLog(log)  # rejections per reason, and rate-limited logging

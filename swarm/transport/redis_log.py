@@ -156,6 +156,7 @@ class RedisLog(RedisConnection):
             async with asyncio.timeout(self._op_timeout):
                 records = await self._client.hgetall(self.keys.snap)
         result: dict[str, tuple[str, bytes]] = {}
+        envelopes: dict[str, Envelope] = {}
         for raw_field, record in records.items():
             covered, sep, sealed = as_bytes(record).partition(b" ")
             try:
@@ -177,9 +178,13 @@ class RedisLog(RedisConnection):
             known = result.get(path)
             if known is None or parse_stream_id(known[0]) < parse_stream_id(covered):
                 result[path] = (covered.decode(), state)
+                envelopes[path] = env
+        self.snapshot_envelopes = envelopes
         return result
 
-    async def put_snapshot(self, path: str, covered_id: str, state: bytes) -> bool:
+    async def put_snapshot(
+        self, path: str, covered_id: str, state: bytes, signature: bytes = b""
+    ) -> bool:
         """Store `state` as covering the log of `path` up to `covered_id`.
 
         False when this node does not hold the lease, or when it would move the covered id
@@ -187,7 +192,7 @@ class RedisLog(RedisConnection):
         """
         parse_stream_id(covered_id)
         field = self.codec.path_field(path)
-        env = Envelope(self.swarm, path, self.node, Kind.STATE, state)
+        env = Envelope(self.swarm, path, self.node, Kind.STATE, state, signature=signature)
         state = self.codec.seal_snapshot(env, field, covered_id)
         with self._failures("put_snapshot"):
             async with asyncio.timeout(self._op_timeout):

@@ -29,7 +29,17 @@ from typing import TYPE_CHECKING, Any, Final
 from swarm.transport import codec
 from swarm.transport.codec import LOG, Codec, Decoded, PlainCodec, Rejected, snapshot_context
 from swarm.transport.keyring import KEY_ID_BYTES, Keyring, hkdf, key_id
-from swarm.wire import MAGIC, MAX_PAYLOAD, MAX_STRING, WIRE_VERSION, Envelope, Kind, WireError
+from swarm.wire import (
+    MAGIC,
+    MAX_PAYLOAD,
+    MAX_STRING,
+    SIGNATURE_BYTES,
+    SIGNED,
+    WIRE_VERSION,
+    Envelope,
+    Kind,
+    WireError,
+)
 from swarm.wire import decode as wire_decode
 from swarm.wire import encode as wire_encode
 
@@ -45,7 +55,8 @@ _HEAD = struct.Struct(">2sBBB")
 _U16 = struct.Struct(">H")
 _FIXED = _HEAD.size + KEY_ID_BYTES + NONCE_BYTES + _U16.size
 # The largest plain envelope, plus the sealed header and tag: anything longer is refused unread.
-MAX_SEALED: Final = MAX_PAYLOAD + 3 * (_U16.size + MAX_STRING) + 9 + _FIXED + MAX_STRING + TAG_BYTES
+_MAX_PLAIN = MAX_PAYLOAD + 3 * (_U16.size + MAX_STRING) + 9 + SIGNATURE_BYTES
+MAX_SEALED: Final = _MAX_PLAIN + _FIXED + MAX_STRING + TAG_BYTES
 
 
 class _SwarmKey:
@@ -104,7 +115,7 @@ class SealedCodec:
         _magic, version, kind_code, flags = _HEAD.unpack_from(data)
         if version != WIRE_VERSION:
             raise Rejected(codec.UNKNOWN_VERSION, f"unsupported wire version {version}")
-        if flags == 0:
+        if flags & ~SIGNED == 0:  # plain, perhaps signed for a protected file: still no key
             plain = PlainCodec(self.swarm)
             try:
                 sender = plain.open(data).envelope.sender
