@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: redis-server (the tests start their own) and chromium (the status page is
+# Debian packages: redis-server and redis-tools (the tests start their own) and chromium (the status page is
 # tested in a real headless browser, driven by Playwright; Playwright never downloads one).
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+# redis-cli makes the test cluster (redis-cli --cluster create); redis-server pulls it in, but say it.
+command -v redis-cli >/dev/null 2>&1 || missing="$missing redis-tools"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing" >&2

@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from swarm import defaults
 from swarm.transport.redis_keys import SwarmNameError, check_swarm_name
+from swarm.transport.topology import is_sentinel_url, parse_sentinel_url
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 DEFAULT_HTTP = "127.0.0.1:8732"
@@ -136,6 +137,12 @@ class SwarmSettings(Settings):
     redis_password: SecretStr | None = setting("SWARM_REDIS_PASSWORD", None)
     # CA bundle that signs the server's cert (rediss://).
     redis_ca_file: Path | None = setting("SWARM_REDIS_CA_FILE", None)
+    # The sentinels' own password (redis+sentinel:// URLs); the URL's password is the master's.
+    sentinel_password: SecretStr | None = setting("SWARM_SENTINEL_PASSWORD", None)
+    # Wait after each publish for this many replicas to confirm it (WAIT), up to redis_wait_ms:
+    # fewer edits for a failover to lose and re-send; off by default, nothing depends on it.
+    redis_wait_replicas: int = setting("SWARM_REDIS_WAIT_REPLICAS", 0, ge=0, le=16)
+    redis_wait_ms: int = setting("SWARM_REDIS_WAIT_MS", 200, ge=1, le=10_000)
 
     @field_validator("swarm")
     @classmethod
@@ -148,8 +155,10 @@ class SwarmSettings(Settings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if not re.match(r"^(redis|rediss|unix|redis\+sentinel)://", value):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its ValueError names what is wrong, in one line
         return value
 
     @model_validator(mode="after")

@@ -115,6 +115,22 @@ class RuntimeCollector(Collector):
         )
         yield _counter("swarm_catchups", "Catch-ups from the Redis log.", replication.catchups)
         yield _counter(
+            "swarm_redis_reseeds",
+            "Times Redis had lost the swarm's data (wiped) and this node re-seeded it.",
+            replication.reseeds,
+        )
+        yield _counter(
+            "swarm_redis_lost_entries",
+            "Times the log lacked entries Redis had acknowledged (a failover to a lagging "
+            "replica) and this node re-sent its state.",
+            replication.rollbacks,
+        )
+        yield _counter(
+            "swarm_redis_unreplicated",
+            "Publishes fewer replicas confirmed than SWARM_REDIS_WAIT_REPLICAS asks.",
+            transport.unreplicated,
+        )
+        yield _counter(
             "swarm_sync_requests",
             "Requests to peers for missing operations.",
             replication.sync_requests,

@@ -116,6 +116,11 @@ def transport_for(
         node_id,
         codec=codec if codec is not None else load_codec(settings),
         security=security,
+        sentinel_password=(
+            settings.sentinel_password.get_secret_value() if settings.sentinel_password else None
+        ),
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_ms,
     )
 
 

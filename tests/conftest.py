@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from swarm.devtools.devcluster import DevCluster
 from swarm.devtools.devredis import RedisServer
 
 
@@ -35,3 +36,21 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in servers:
             server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[DevCluster]:
+    """One Redis Cluster (3 masters, 3 replicas) for the whole run: it takes seconds to form."""
+    cluster = DevCluster(masters=3, replicas=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: DevCluster) -> Iterator[DevCluster]:
+    """The session's cluster, healed after the test (killed nodes back as replicas)."""
+    yield redis_cluster_session
+    redis_cluster_session.heal()

@@ -49,8 +49,16 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `persistence=True` keeps data (AOF, fsync always) over restarts."""
 
-    def __init__(self, *, persistence: bool = False, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        persistence: bool = False,
+        workdir: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """`extra_args` go after the usual options (cluster mode, `--replicaof`, ...)."""
         self.persistence = persistence
+        self.extra_args = extra_args
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="swarm-redis-")) if workdir is None else workdir
         self.data_dir = self.dir / "data"
@@ -84,6 +92,7 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             *persistence,
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> RedisServer:

@@ -241,6 +241,18 @@ class MemoryTransport:
             "last_generated_id": f"{state.last_seq}-0",
         }
 
+    async def holds_entry(self, entry_id: str) -> bool:
+        self._check("holds_entry")
+        wanted = parse_stream_id(entry_id)
+        if wanted == (0, 0):
+            return True
+        log = self.bus.state.log
+        if wanted > (self.bus.state.last_seq, 0):
+            return False
+        if not log or parse_stream_id(log[0][0]) > wanted:
+            return True  # trimmed behind the snapshots
+        return any(stream_id == entry_id for stream_id, _ in log)
+
     async def epoch(self, candidate: str) -> str:
         self._check("epoch")
         if self.bus.state.epoch is None:

@@ -56,7 +56,9 @@ async def diagnose(settings: DaemonSettings, probes: Probes | None = None) -> li
             Check("clock", Status.SKIP, unreachable),
         ]
     try:
-        checks.append(await check_acl(client, redis_user(settings), settings.swarm))
+        checks.append(
+            await check_acl(client, redis_user(settings), settings.swarm, connection.cluster)
+        )
         if codec is None:
             checks.append(key)
         else:

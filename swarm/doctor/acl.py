@@ -40,8 +40,9 @@ return result
 """
 
 
-def needed_commands(swarm: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(ACL name, a call as the daemon makes it) for every command the daemon runs."""
+def needed_commands(swarm: str, cluster: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+    """(ACL name, a call as the daemon makes it) for every command the daemon runs; on a
+    cluster also those of docs/deploy.md (the slot map, sharded pub/sub)."""
     keys = SwarmKeys.for_swarm(swarm)
     calls: list[tuple[str, tuple[str, ...]]] = [
         ("ping", ("PING",)),
@@ -61,7 +62,17 @@ def needed_commands(swarm: str) -> list[tuple[str, tuple[str, ...]]]:
         ("xtrim", ("XTRIM", keys.log, "MAXLEN", "0")),
         ("exists", ("EXISTS", keys.log)),
         ("time", ("TIME",)),
+        ("cluster|info", ("CLUSTER", "INFO")),  # is it a cluster node? (asked once)
     ]
+    if cluster:
+        calls += [
+            ("cluster|slots", ("CLUSTER", "SLOTS")),
+            ("cluster|shards", ("CLUSTER", "SHARDS")),
+            ("command", ("COMMAND",)),
+            ("ssubscribe", ("SSUBSCRIBE", keys.bus)),
+            ("sunsubscribe", ("SUNSUBSCRIBE", keys.bus)),
+            ("spublish", ("SPUBLISH", keys.bus, "x")),
+        ]
     for key in (keys.snap, keys.nodes, keys.files):
         calls += [
             ("hset", ("HSET", key, "f", "v")),
@@ -110,8 +121,8 @@ def _refused_check(user: str, swarm: str, refused: list[tuple[str, tuple[str, ..
     )
 
 
-async def check_acl(client: Redis, user: str, swarm: str) -> Check:
-    calls = needed_commands(swarm)
+async def check_acl(client: Redis, user: str, swarm: str, cluster: bool = False) -> Check:
+    calls = needed_commands(swarm, cluster)
     argv: list[str] = []
     for _, call in calls:
         argv += [str(len(call)), *call]

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
     RedisError,
     ResponseError,
 )
@@ -41,6 +42,7 @@ from swarm.transport.keyring import KeyFileError, Keyring, key_id
 from swarm.transport.redis_client import RedisSecurity, make_client
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.sealed import make_codec
+from swarm.transport.topology import PLAIN, ClientOptions, Deployment, node_url
 
 TIMEOUT_S = 3.0
 LOG_ENTRIES = 20  # newest log entries tried with the key
@@ -117,6 +119,7 @@ def _connection_problem(exc: BaseException, url: str) -> tuple[str, str]:
 class Connection:
     check: Check
     client: Redis | None = None  # None when Redis cannot be used
+    cluster: bool = False  # `client` is the master of the swarm's slot in a Redis Cluster
 
 
 async def connect(settings: SwarmSettings) -> Connection:
@@ -129,14 +132,17 @@ async def connect(settings: SwarmSettings) -> Connection:
     )
     shown = redact(url)
     try:
-        client = make_client(url, retry=Retry(NoBackoff(), 0), security=security)
+        client, cluster = await _client_for_swarm(url, settings.swarm, security)
+    except (RedisError, OSError, TimeoutError) as exc:
+        problem, fix = _connection_problem(exc, url)
+        return Connection(Check("redis", Status.FAIL, f"{shown}: {problem}", fix))
     except ValueError as exc:
         return Connection(
             Check(
                 "redis",
                 Status.FAIL,
                 f"bad Redis URL: {one_line(exc)}",
-                "use redis://HOST:PORT/DB, rediss://... or unix://PATH",
+                "use redis://HOST:PORT/DB, rediss://..., unix://PATH or redis+sentinel://...",
             )
         )
     try:
@@ -162,7 +168,40 @@ async def connect(settings: SwarmSettings) -> Connection:
         )
     else:
         check = Check("redis", Status.OK, found)
-    return Connection(check, client)
+    return Connection(check, client, cluster)
+
+
+async def _client_for_swarm(
+    url: str, swarm: str, security: RedisSecurity
+) -> tuple[Redis, bool]:
+    """A client to the server that holds `swarm` (the one the URL names, Sentinel's master, or on
+    a cluster the master of the swarm's slot: its keys and ACL are checked there), and whether it
+    is a cluster's."""
+    deployment = Deployment(url, ClientOptions(security=security))
+    if deployment.kind == PLAIN:
+        target = url
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                try:
+                    await deployment.resolve()
+                except NoPermissionError:
+                    if not deployment.cluster_node:
+                        raise
+                    # A cluster this user may not map: the ACL check below names what it lacks.
+                    client = make_client(url, retry=Retry(NoBackoff(), 0), security=security)
+                    return client, True
+            if deployment.cluster is not None:
+                node = deployment.cluster.get_node_from_key(SwarmKeys.for_swarm(swarm).log)
+                if node is not None:
+                    target = node_url(url, node.host, int(node.port))
+        finally:
+            await deployment.aclose()
+        client = make_client(target, retry=Retry(NoBackoff(), 0), security=security)
+        return client, deployment.cluster is not None
+    async with asyncio.timeout(TIMEOUT_S):
+        await deployment.resolve()  # Sentinel: says what is wrong with the service in one line
+    assert isinstance(deployment.client, Redis)
+    return deployment.client, False
 
 
 def _pairs(reply: Any) -> dict[str, Any]:

@@ -43,7 +43,15 @@ class CatchUp:
 
     async def run(self) -> None:
         """Load what this node missed: snapshots if the log no longer reaches back to the cursor,
-        then the log tail; re-seed the log from our own state if it lost the swarm's data."""
+        then the log tail; re-seed the log from our own state if it lost the swarm's data.
+
+        Redis loses data two ways. Wiped (or restarted without persistence): the epoch is gone.
+        Failed over to a replica that lagged (replication is asynchronous): the epoch survives,
+        but entries Redis had acknowledged are gone, the newest one this node knows (its cursor,
+        or what it published last) among them; new entries may already follow the shorter log.
+        Either way this node reads the whole swarm again and publishes the full state of every
+        file it holds, so whatever the lost entries carried is in the log again: edits of this
+        node and edits of others that reached it. Peers do the same; merging is idempotent."""
         started = time.perf_counter()
         replica, cursor = self.replica, self.cursor
         known_epoch = replica.meta("epoch")
@@ -53,6 +61,9 @@ class CatchUp:
         reseed = known_epoch is not None and epoch != known_epoch
         if reseed:
             log.warning("Redis lost the swarm's data; re-seeding it from this node's state")
+        else:
+            reseed = await self._lost_entries()
+        if reseed:
             cursor.reset()
         info = await self.transport.log_info()
         first = info.get("first_id")
@@ -82,6 +93,25 @@ class CatchUp:
         self.counters.catchups += 1
         self.counters.catchup_seconds.append(time.perf_counter() - started)
         self.done.set()
+
+    async def _lost_entries(self) -> bool:
+        """Whether the log lost entries it had acknowledged (a failover to a lagging replica)."""
+        cursor = self.cursor
+        wanted = sorted({cursor.position, cursor.published} | cursor.verify, key=parse_stream_id)
+        lost = None
+        for entry in wanted:
+            if not await self.transport.holds_entry(entry):
+                lost = entry
+        cursor.verify.difference_update(wanted)
+        if lost is None:
+            return False
+        log.warning(
+            "Redis lost acknowledged log entries (%s among them; a failover to a replica that "
+            "lagged?): re-reading the swarm and re-sending this node's state",
+            lost,
+        )
+        self.counters.rollbacks += 1
+        return True
 
     async def _load_snapshots(self, first: str | None, after: str) -> str:
         """Apply every snapshot; the log id to read on from."""

@@ -22,10 +22,22 @@ class LogCursor:
         save: Callable[[str], None],
         backlog: Callable[[], int],
         on_gap: Callable[[], None],
+        published: str = "0-0",
+        save_published: Callable[[str], None] = lambda _id: None,
     ) -> None:
         """`save` persists a new position; `backlog` counts live messages not handled yet;
-        `on_gap` asks for a log read."""
+        `on_gap` asks for a log read; `published` is the newest entry this node published
+        (`save_published` persists it)."""
         self.position = position
+        # The newest log entry this node published: Redis acknowledged it, so a log without it
+        # lost entries (see catchup.py).
+        self.published = published
+        self._save_published = save_published
+        # Entries to look for in the log at the next catch-up: the newest ones known when Redis
+        # failed or when a publish receipt showed a chain not through our last entry. After a
+        # failover this node may publish to the new master before it catches up, so `published`
+        # alone would already name an entry the new master holds.
+        self.verify: set[str] = set()
         self._save = save
         self._backlog = backlog
         self._on_gap = on_gap
@@ -71,6 +83,25 @@ class LogCursor:
             return
         self._on_gap()
 
+    def note_published(self, prev: str, stream_id: str) -> None:
+        """A receipt of our own publish: (the entry before it, its id)."""
+        if parse_stream_id(prev) < parse_stream_id(self.published):
+            # In one log our last entry would come at or before `prev`. Two publishes of ours in
+            # flight at once, or a log trimmed empty, do this too: the catch-up looks.
+            self.suspect()
+            self._on_gap()
+        if parse_stream_id(stream_id) > parse_stream_id(self.published):
+            self.published = stream_id
+            self._save_published(stream_id)
+
+    def suspect(self) -> None:
+        """Redis failed, or the log's chain looked odd: look for our newest entries next time."""
+        self.verify.update(i for i in (self.position, self.published) if i != "0-0")
+
+    def newest_known(self) -> str:
+        """The newest log entry this node knows exists (read or published)."""
+        return max(self.position, self.published, key=parse_stream_id)
+
     def advance(self, stream_id: str, *, save: bool = True) -> None:
         """Move to `stream_id` if it lies ahead: every entry up to it has been applied."""
         if self.behind(stream_id):
@@ -79,9 +110,14 @@ class LogCursor:
                 self._save(stream_id)
 
     def reset(self) -> None:
-        """Back to the start of the log (a log that lost the swarm's data is re-read)."""
+        """Back to the start of the log (a log that lost the swarm's data is re-read). Ids of the
+        log as it was mean nothing in the new one (whose clock may even be behind): what this
+        node publishes from now on is what it knows to be there."""
         self.position = "0-0"
         self._links.clear()
+        self.published = "0-0"
+        self._save_published(self.published)
+        self.verify.clear()
 
     def settle(self) -> None:
         """After a catch-up: forget links it passed, follow the chain beyond it, persist."""

@@ -21,7 +21,7 @@ from swarm.replication.loops import sleep_or_stop
 from swarm.replication.options import ReplicationCounters, ReplicationOptions
 from swarm.replication.outbox import Publisher
 from swarm.transport import codec
-from swarm.transport.base import SwarmTransport, TransportError
+from swarm.transport.base import SwarmTransport, TransportError, parse_stream_id
 from swarm.wire import Kind
 
 log = logging.getLogger("swarm.replication")
@@ -132,6 +132,7 @@ class Heartbeats:
                 await self.transport.heartbeat(self.info(), ttl_s=self.options.offline_after)
                 await self.anti_entropy()
             except TransportError as exc:
+                self.cursor.suspect()
                 log.debug("heartbeat failed: %s", exc)
             await sleep_or_stop(stop, interval)
 
@@ -146,6 +147,9 @@ class Heartbeats:
         last, seen_last = info.get("last_id"), self._log_last_seen
         if seen_last and self.cursor.behind(seen_last):
             self._read_log()
+        generated = info.get("last_generated_id") or "0-0"
+        if parse_stream_id(generated) < parse_stream_id(self.cursor.newest_known()):
+            self._read_log()  # the log ends before entries this node knows: lost some
         self._log_last_seen = last
         peers = await self.transport.presence()
         self._check_keys()

@@ -18,6 +18,7 @@ async def run_on_wake(
     wake: asyncio.Event,
     action: Callable[[], Awaitable[None]],
     what: str,
+    on_failure: Callable[[], None] = lambda: None,
 ) -> None:
     """Run `action` each time `wake` is set; while the log fails, retry with capped backoff and
     jitter (so a swarm's nodes do not all come back at the same instant)."""
@@ -29,6 +30,7 @@ async def run_on_wake(
             await action()
             backoff.reset()
         except TransportError as exc:
+            on_failure()
             delay = backoff.next_delay()
             log.debug("%s failed, retrying in %.2fs: %s", what, delay, exc)
             await sleep_or_stop(stop, delay)

@@ -27,6 +27,7 @@ class ReplicationCounters:
     received_bytes: int = 0
     catchups: int = 0
     reseeds: int = 0
+    rollbacks: int = 0  # times Redis was found to have lost acknowledged log entries
     sync_requests: int = 0
     publish_errors: int = 0
     snapshots_written: int = 0

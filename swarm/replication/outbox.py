@@ -63,6 +63,7 @@ class Publisher:
             with replica.batch():
                 for prev, stream_id in receipts:
                     self.cursor.link(prev, stream_id)
+                    self.cursor.note_published(prev, stream_id)
                 replica.ack(entry.id for entry in entries)
             if (self.transport.log_length or 0) >= self.options.compact_after_entries:
                 self._compaction_due()
@@ -76,6 +77,7 @@ class Publisher:
         env = sendable
         prev, stream_id = await self.transport.publish_chained(env)
         self.cursor.link(prev, stream_id)
+        self.cursor.note_published(prev, stream_id)
         self.counters.published += 1
         self.counters.published_bytes += len(env.payload)
 

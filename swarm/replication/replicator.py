@@ -45,6 +45,8 @@ class Replicator:
             save=lambda position: node.set_meta("cursor", position),
             backlog=lambda: transport.backlog,
             on_gap=self._catchup_wake.set,
+            published=node.meta("published") or "0-0",
+            save_published=lambda entry: node.set_meta("published", entry),
         )
         self.compaction = Compaction(
             node, transport, options, self.counters, self.cursor, lambda: self.caught_up
@@ -86,10 +88,13 @@ class Replicator:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._inbound(stop))
+                suspect = self.cursor.suspect
                 group.create_task(
-                    run_on_wake(stop, self._outbox_wake, self.flush_outbox, "outbox flush")
+                    run_on_wake(stop, self._outbox_wake, self.flush_outbox, "outbox flush", suspect)
                 )
-                group.create_task(run_on_wake(stop, self._catchup_wake, self.catch_up, "catch-up"))
+                group.create_task(
+                    run_on_wake(stop, self._catchup_wake, self.catch_up, "catch-up", suspect)
+                )
                 group.create_task(self.heartbeats.loop(stop))
                 group.create_task(self.compaction.loop(stop))
                 await stop.wait()

@@ -110,6 +110,11 @@ class SwarmLog(Transport, Protocol):
         """length, first_id, last_id, last_generated_id (an empty dict: no log)."""
         ...
 
+    async def holds_entry(self, entry_id: str) -> bool:
+        """Whether the log still holds `entry_id`, an entry it once held (trimmed behind the
+        snapshots counts as held); False: it lost acknowledged entries (a failover)."""
+        ...
+
     async def epoch(self, candidate: str) -> str:
         """The swarm's epoch, set to `candidate` if it had none (changed: the log was lost)."""
         ...

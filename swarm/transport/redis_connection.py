@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from swarm.problems import Problems
@@ -24,11 +21,11 @@ from swarm.transport.redis_client import (
     RECONNECT_CAP_S,
     SOCKET_TIMEOUT_S,
     RedisSecurity,
-    make_client,
 )
 from swarm.transport.redis_errors import CONNECTION, classify
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.rejects import RejectLog
+from swarm.transport.topology import CLUSTER, ClientOptions, Deployment, TopologyError
 from swarm.wire import Envelope
 
 log = logging.getLogger("swarm.transport.redis_transport")
@@ -48,16 +45,10 @@ def as_bytes(value: object) -> bytes:
     return b""
 
 
-def _where(url: str) -> str:
-    """host:port (or the socket path) of a Redis URL, without credentials."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or '?'}:{parts.port or 6379}"
-
-
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, TopologyError):  # already says what is wrong, in words
+        return text
     return f"{type(exc).__name__}: {text}"
 
 
@@ -77,9 +68,14 @@ class RedisConnection:
         ping_interval: float = 5.0,
         codec: Codec | None = None,
         security: RedisSecurity | None = None,
+        sentinel_password: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 200,
     ) -> None:
         """`codec` seals what goes to Redis (default: plain, no key); `security` holds the
-        Redis credentials and TLS trust."""
+        Redis credentials and TLS trust; `sentinel_password` the sentinels' own password.
+        `wait_replicas` > 0: each publish also waits (up to `wait_timeout_ms`) for that many
+        replicas to have it (WAIT); it narrows what a failover can lose, nothing relies on it."""
         if not node:
             raise ValueError("node id must not be empty")
         self.url = url
@@ -97,51 +93,38 @@ class RedisConnection:
         # Log entries already counted as rejected: catch-ups re-read them, count them once.
         self._bad_entries: OrderedDict[str, None] = OrderedDict()
         self.reconnects = 0
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.unreplicated = 0  # publishes that fewer than `wait_replicas` replicas confirmed
         self.last_error: str | None = None
         # Where problems are reported once per cause (the daemon sets it; status does not).
         self.problems: Problems | None = None
         self._refusing: dict[str, set[str]] = {}  # cause of a refusal -> operations it hits
         # Live peers whose heartbeat this node cannot open: node -> (reason, seen ms).
         self.unreadable_nodes: dict[str, tuple[str, int]] = {}
-        self.where = _where(url)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
         self._op_timeout = socket_timeout + connect_timeout + 1.0
         self._reconnect_cap = reconnect_cap
         self._ping_interval = ping_interval
-        try:
-            self._client = make_client(
-                url,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-                client_name=f"swarm:{node}",
-                security=security,
-            )
-        except ValueError as exc:
-            raise TransportError(f"invalid Redis URL {url!r}: {one_line(exc)}") from None
-        # XRANGE replies stay as Redis sent them ([id, [field, value, ...]]): redis-py would
-        # build a dict per entry, a tenth of a whole-log catch-up's time.
-        self._client.set_response_callback("XRANGE", _raw_reply)
-        # Subscriptions get their own client that never retries: redis-py would otherwise
-        # reconnect and resubscribe silently, hiding the gap in which messages were lost.
-        self._sub_client = make_client(
-            url,
+        options = ClientOptions(
             socket_timeout=socket_timeout,
             connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0, supported_errors=()),
-            client_name=f"swarm:{node}:sub",
-            security=security,
+            client_name=f"swarm:{node}",
+            security=security or RedisSecurity(),
+            sentinel_password=sentinel_password,
         )
-        self._publish_script = self._client.register_script(lua.PUBLISH_LUA)
-        self._acquire_script = self._client.register_script(lua.ACQUIRE_LEASE_LUA)
-        self._release_script = self._client.register_script(lua.RELEASE_LEASE_LUA)
-        self._snapshot_script = self._client.register_script(lua.PUT_SNAPSHOT_LUA)
-        self._heartbeat_script = self._client.register_script(lua.OOM_FLAG + lua.HEARTBEAT_LUA)
-        self._heartbeat_fallback = self._client.register_script(lua.HEARTBEAT_LUA)
+        try:
+            # One server, a cluster or Sentinel (swarm/transport/topology.py): the commands below
+            # are the same for each; publishing and subscribing differ on a cluster.
+            self._deployment = Deployment(url, options)
+        except ValueError as exc:
+            raise TransportError(f"invalid Redis URL {url!r}: {one_line(exc)}") from None
+        self.where = self._deployment.where
+        self._bind_client()
         self._files_sent: str | None = None  # per-file facts as last stored in Redis
         self._files_obj: object = None  # the facts object last encoded, and its encoding
         self._files_json: str | None = None
-        self._epoch_script = self._client.register_script(lua.EPOCH_LUA)
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=queue_size)
         self._connected = False
         self._started = False
@@ -196,3 +179,38 @@ class RedisConnection:
             if not operations:
                 del self._refusing[cause]
                 self.problems.resolve(cause, f"Redis at {self.where} accepts {operation} again")
+
+    def _bind_client(self) -> None:
+        """Use the deployment's command client (again, once `_resolve` found a cluster)."""
+        self._client = self._deployment.client
+        self.where = self._deployment.where
+        # XRANGE replies stay as Redis sent them ([id, [field, value, ...]]): redis-py would
+        # build a dict per entry, a tenth of a whole-log catch-up's time.
+        self._client.set_response_callback("XRANGE", _raw_reply)
+        self._sharded = self._deployment.kind == CLUSTER
+        self._publish_lua = lua.SHARDED_PUBLISH_LUA if self._sharded else lua.PUBLISH_LUA
+        register = self._client.register_script
+        self._publish_script = register(self._publish_lua)
+        self._acquire_script = register(lua.ACQUIRE_LEASE_LUA)
+        self._release_script = register(lua.RELEASE_LEASE_LUA)
+        self._snapshot_script = register(lua.PUT_SNAPSHOT_LUA)
+        self._heartbeat_script = register(lua.OOM_FLAG + lua.HEARTBEAT_LUA)
+        self._heartbeat_fallback = register(lua.HEARTBEAT_LUA)
+        self._epoch_script = register(lua.EPOCH_LUA)
+
+    async def _resolve(self) -> None:
+        """Find out what the URL names before the first command (see topology.Deployment)."""
+        if not self._deployment.resolved:
+            await self._deployment.resolve()
+            self._bind_client()
+
+    @property
+    def topology(self) -> str:
+        """"redis", "cluster" or "sentinel" (a redis:// URL is "redis" until first used)."""
+        return self._deployment.kind
+
+    def _publish_call(self, data: bytes) -> tuple[int, list[bytes | str]]:
+        """(number of keys, keys and arguments) of one call of the publish script."""
+        if self._sharded:
+            return 2, [self.keys.log, self.keys.bus, data]
+        return 1, [self.keys.log, data, self.keys.bus]

@@ -12,13 +12,17 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import (
     AuthenticationError,
+    ClusterDownError,
     NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
 )
+
+from swarm.transport.topology import TopologyError
 
 CONNECTION = "redis-connection"  # every kind of "cannot talk to Redis" shares one cause
 OOM = "redis-oom"
@@ -41,6 +45,18 @@ def classify(exc: BaseException, where: str) -> RedisFailure:
     """The cause of `exc`, raised by Redis at `where` (host:port, for the message)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     lowered = text.lower()
+    if isinstance(exc, TopologyError):  # says itself what is wrong with the deployment
+        return RedisFailure(CONNECTION, "topology", text)
+    if isinstance(exc, ClusterDownError) or lowered.startswith("clusterdown"):
+        return RedisFailure(
+            CONNECTION, "cluster-down", f"Redis Cluster at {where} is down (no quorum of "
+            f"masters, or a slot without a master): {text}"
+        )
+    if isinstance(exc, MasterNotFoundError):
+        return RedisFailure(
+            CONNECTION, "sentinel", f"Sentinel names no master for {where} (every sentinel "
+            f"unreachable, or the service unknown): {text}"
+        )
     if isinstance(exc, OutOfMemoryError) or lowered.startswith("oom"):
         return RedisFailure(
             OOM,

@@ -5,16 +5,18 @@ the whole history of the swarm)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from swarm.transport import codec
-from swarm.transport import redis_lua as lua
 from swarm.transport.base import Message, TransportError, next_stream_id, parse_stream_id
 from swarm.transport.codec import Rejected
 from swarm.transport.redis_connection import RedisConnection, as_bytes
 from swarm.wire import Envelope, Kind
+
+log = logging.getLogger("swarm.transport.redis_transport")
 
 _READ_PAGE = 5000
 _BAD_ENTRIES_KEPT = 10_000
@@ -38,18 +40,7 @@ class RedisLog(RedisConnection):
 
     async def publish_chained(self, env: Envelope) -> tuple[str, str]:
         """Like publish; returns (id of the entry before it, id of the new entry)."""
-        if self._closed:
-            raise TransportError("publish failed: transport is closed")
-        if env.swarm != self.swarm:
-            raise ValueError(f"envelope is for swarm {env.swarm!r}, transport is {self.swarm!r}")
-        data = self.codec.seal(env)
-        with self._failures("publish"):
-            async with asyncio.timeout(self._op_timeout):
-                stream_id, length, prev_id = await self._publish_script(
-                    keys=[self.keys.log], args=[data, self.keys.bus]
-                )
-        self.log_length = int(length)
-        return as_bytes(prev_id).decode(), as_bytes(stream_id).decode()
+        return (await self.publish_many([env]))[0]
 
     async def publish_many(self, envs: list[Envelope]) -> list[tuple[str, str]]:
         """Publish several envelopes in one round trip (one pipeline of the publish script, run in
@@ -62,11 +53,13 @@ class RedisLog(RedisConnection):
                 raise ValueError(f"envelope is for swarm {env.swarm!r}, not {self.swarm!r}")
             sealed.append(self.codec.seal(env))
         with self._failures("publish"):
-            async with asyncio.timeout(self._op_timeout + len(envs) * 0.01):
+            await self._resolve()
+            budget = self._op_timeout + len(envs) * 0.01 + self.wait_timeout_ms / 1000
+            async with asyncio.timeout(budget):
                 try:
                     replies = await self._evalsha_many(sealed)
                 except NoScriptError:  # a restarted or flushed Redis: load it once, go again
-                    await self._client.script_load(lua.PUBLISH_LUA)
+                    await self._client.script_load(self._publish_lua)
                     replies = await self._evalsha_many(sealed)
         receipts = []
         for stream_id, length, prev_id in replies:
@@ -78,16 +71,42 @@ class RedisLog(RedisConnection):
         """EVALSHA straight away: redis-py's script pipelines first ask SCRIPT EXISTS, which
         would cost every flush a second round trip."""
         sha = self._publish_script.sha
+        if self.wait_replicas > 0:
+            return await self._evalsha_and_wait(sha, sealed)
         if len(sealed) == 1:
-            return [await self._client.evalsha(sha, 1, self.keys.log, sealed[0], self.keys.bus)]
+            numkeys, call = self._publish_call(sealed[0])
+            return [await self._client.evalsha(sha, numkeys, *call)]
         pipe = self._client.pipeline(transaction=False)
         for data in sealed:
-            pipe.evalsha(sha, 1, self.keys.log, data, self.keys.bus)
+            numkeys, call = self._publish_call(data)
+            # Not pipe.evalsha: redis-py refuses it by name in a cluster pipeline, while the
+            # same command routes fine by its keys (all in the swarm's slot).
+            pipe.execute_command("EVALSHA", sha, numkeys, *call)
         return list(await pipe.execute())
+
+    async def _evalsha_and_wait(self, sha: str, sealed: list[bytes]) -> list[Any]:
+        """The publishes, then WAIT on the same connection (WAIT counts the replicas that have
+        this connection's writes): one pipeline, which on a cluster goes to the slot's master."""
+        pipe = self._client.pipeline(transaction=False)
+        for data in sealed:
+            numkeys, call = self._publish_call(data)
+            pipe.execute_command("EVALSHA", sha, numkeys, *call)
+        wait = ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        if self._deployment.cluster is not None:
+            node = self._deployment.cluster.get_node_from_key(self.keys.log)
+            pipe.execute_command(*wait, target_nodes=node)
+        else:
+            pipe.execute_command(*wait)
+        *replies, confirmed = await pipe.execute()
+        if int(confirmed) < self.wait_replicas:
+            self.unreplicated += 1
+            log.debug("%d of %d replicas confirmed a publish", confirmed, self.wait_replicas)
+        return replies
 
     async def epoch(self, candidate: str) -> str:
         """The swarm's epoch on this Redis, setting it to `candidate` if it had none."""
         with self._failures("epoch"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 value = await self._epoch_script(keys=[self.keys.epoch], args=[candidate])
         return as_bytes(value).decode()
@@ -103,6 +122,7 @@ class RedisLog(RedisConnection):
         messages: list[Message] = []
         cursor = after
         with self._failures("read_log"):
+            await self._resolve()
             while len(messages) < count:
                 page = await self._log_page(cursor, min(_READ_PAGE, count - len(messages)))
                 if not page:
@@ -134,6 +154,7 @@ class RedisLog(RedisConnection):
         the snapshots.
         """
         with self._failures("log_info"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 if not await self._client.exists(self.keys.log):
                     return {}
@@ -149,10 +170,38 @@ class RedisLog(RedisConnection):
             "last_generated_id": bytes(info["last-generated-id"]).decode(),
         }
 
+    async def holds_entry(self, entry_id: str) -> bool:
+        """Whether the log still holds `entry_id`, an entry it once held (this node read it or
+        published it). False means Redis lost acknowledged entries: a replica that lagged behind
+        its master was promoted (replication is asynchronous). An entry trimmed behind the
+        snapshots counts as held: the replica had it, or it could not have trimmed past it.
+        """
+        if parse_stream_id(entry_id) == (0, 0):
+            return True
+        with self._failures("holds_entry"):
+            await self._resolve()
+            async with asyncio.timeout(self._op_timeout):
+                if not await self._client.exists(self.keys.log):
+                    return entry_id == "0-0"
+                info = await self._client.xinfo_stream(self.keys.log)
+                last = bytes(info["last-generated-id"]).decode()
+                if parse_stream_id(last) < parse_stream_id(entry_id):
+                    return False  # the log never got as far
+                first = info.get("first-entry")
+                if not first or parse_stream_id(bytes(first[0]).decode()) > parse_stream_id(
+                    entry_id
+                ):
+                    return True  # trimmed behind the snapshots (or every entry trimmed)
+                found = await self._client.xrange(
+                    self.keys.log, min=entry_id, max=entry_id, count=1
+                )
+        return bool(found)
+
     async def snapshots(self) -> dict[str, tuple[str, bytes]]:
         """path -> (covered stream id, state): the state holds every log entry of the path up to
         and including the covered id."""
         with self._failures("snapshots"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 records = await self._client.hgetall(self.keys.snap)
         result: dict[str, tuple[str, bytes]] = {}
@@ -195,6 +244,7 @@ class RedisLog(RedisConnection):
         env = Envelope(self.swarm, path, self.node, Kind.STATE, state, signature=signature)
         state = self.codec.seal_snapshot(env, field, covered_id)
         with self._failures("put_snapshot"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 stored = await self._snapshot_script(
                     keys=[self.keys.lease, self.keys.snap, self.keys.log],
@@ -207,12 +257,14 @@ class RedisLog(RedisConnection):
         if ttl_ms <= 0:
             raise ValueError(f"lease ttl must be positive, got {ttl_ms} ms")
         with self._failures("acquire_lease"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 held = await self._acquire_script(keys=[self.keys.lease], args=[self.node, ttl_ms])
         return int(held) == 1
 
     async def release_lease(self) -> bool:
         with self._failures("release_lease"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 released = await self._release_script(keys=[self.keys.lease], args=[self.node])
         return int(released) == 1
@@ -230,6 +282,7 @@ class RedisLog(RedisConnection):
         last_seen: str | None = None
         cursor = "0-0"
         with self._failures("trim_log"):
+            await self._resolve()
             while cut is None:
                 page = await self._log_page(cursor, _READ_PAGE)
                 if not page:

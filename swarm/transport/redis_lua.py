@@ -4,6 +4,9 @@ Channels are arguments, not keys, because channels are not keys in Redis Cluster
 """
 
 # Append to the log and fan out in one atomic round trip.
+# One server: PUBLISH, the channel an argument. A cluster: sharded SPUBLISH, the channel named as
+# a key (scripts name all their keys; it hashes to the swarm's slot), so the message stays inside
+# the shard that owns the swarm.
 # The message also names the entry before it, so receivers detect a dropped message exactly.
 PUBLISH_LUA = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -13,6 +16,7 @@ local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 redis.call('PUBLISH', ARGV[2], prev .. ' ' .. id .. ' ' .. ARGV[1])
 return {id, redis.call('XLEN', KEYS[1]), prev}
 """
+SHARDED_PUBLISH_LUA = PUBLISH_LUA.replace("'PUBLISH', ARGV[2]", "'SPUBLISH', KEYS[2]")
 
 # A random value set once per swarm: when Redis comes back without it, it lost the swarm's data
 # (stream ids are time based, so a wiped log cannot be told from a live one by its ids).

@@ -49,6 +49,7 @@ class RedisPresence(RedisConnection):
         self._files_obj, self._files_json = files, files_json
         send = files_json if files_json != self._files_sent else ""
         with self._failures("heartbeat"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 keys = [self.keys.nodes, self.keys.files]
                 args: list[str | int] = [self.node, info_json, int(ttl_s * 1000), send]
@@ -72,6 +73,7 @@ class RedisPresence(RedisConnection):
         if not nodes:
             return {}
         with self._failures("files_of"):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 raw = await self._client.hmget(self.keys.files, nodes)
         found: dict[str, dict[str, Any]] = {}
@@ -97,6 +99,7 @@ class RedisPresence(RedisConnection):
         gone = [r.node for r in records if now_ms - r.seen_ms > silent_for_ms]
         if gone:
             with self._failures("forget_nodes"):
+                await self._resolve()
                 async with asyncio.timeout(self._op_timeout):
                     await self._client.hdel(self.keys.nodes, *gone)
                     await self._client.hdel(self.keys.files, *gone)
@@ -109,6 +112,7 @@ class RedisPresence(RedisConnection):
         included unless `live_only`; undecodable records are counted in `rejected` and
         skipped, and live ones sealed with another key are listed in `unreadable_nodes`."""
         with self._failures(what):
+            await self._resolve()
             async with asyncio.timeout(self._op_timeout):
                 seconds, micros = await self._client.time()
                 raw_records = await self._client.hgetall(self.keys.nodes)

@@ -11,13 +11,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
-from redis.asyncio.client import PubSub
-
 from swarm.transport import codec
 from swarm.transport.base import Message, gap_marker, parse_stream_id
 from swarm.transport.codec import Rejected
 from swarm.transport.redis_client import ReconnectBackoff
 from swarm.transport.redis_connection import CONNECTION_ERRORS, RedisConnection, log
+from swarm.transport.subscription import ENDED, MESSAGE, Subscription
 
 _STOP_ATTEMPTS = 5
 _STOP_WAIT_S = 1.0
@@ -41,7 +40,7 @@ class RedisSubscriber(RedisConnection):
         if self._started:
             return
         self._started = True
-        pubsub: PubSub | None
+        pubsub: Subscription | None
         try:
             pubsub = await self._subscribe()
             self._connected = True
@@ -61,9 +60,7 @@ class RedisSubscriber(RedisConnection):
         if self._reader is not None:
             await self._stop_reader(self._reader)
         with suppress(*CONNECTION_ERRORS):
-            await self._client.aclose()
-        with suppress(*CONNECTION_ERRORS):
-            await self._sub_client.aclose()
+            await self._deployment.aclose()
         # Wake the consumer: drop queued messages if needed, the log still has them.
         while True:
             try:
@@ -93,33 +90,24 @@ class RedisSubscriber(RedisConnection):
                 return
             yield message
 
-    async def _subscribe(self) -> PubSub:
-        """A fresh pub/sub connection, subscribed and confirmed by the server."""
-        pubsub = self._sub_client.pubsub()
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                await pubsub.subscribe(self.keys.bus)
-                while True:
-                    reply = await pubsub.get_message(timeout=self._socket_timeout)
-                    if reply is None:
-                        raise TimeoutError("no SUBSCRIBE confirmation")
-                    if reply["type"] == "subscribe":
-                        return pubsub
-        except BaseException:
-            await self._discard(pubsub)
-            raise
+    async def _subscribe(self) -> Subscription:
+        """A fresh subscription (sharded on a cluster), confirmed by the server."""
+        async with asyncio.timeout(self._op_timeout):
+            await self._resolve()
+            return await Subscription.open(
+                self._deployment, self.keys.bus, f"swarm:{self.node}:sub", self._socket_timeout
+            )
 
     @staticmethod
-    async def _discard(pubsub: PubSub) -> None:
-        with suppress(*CONNECTION_ERRORS):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _discard(pubsub: Subscription) -> None:
+        await pubsub.aclose()
 
     def _note_failure(self, exc: Exception) -> None:
         self._failed(exc, "subscribe")
         if not isinstance(exc, CONNECTION_ERRORS):
             log.exception("subscriber of %s: unexpected error, reconnecting", self.node)
 
-    async def _read_forever(self, pubsub: PubSub | None) -> None:
+    async def _read_forever(self, pubsub: Subscription | None) -> None:
         """Receive until close(); any failure, expected or not, means: reconnect after backoff."""
         backoff = ReconnectBackoff(cap=self._reconnect_cap)
         while not self._closed:
@@ -148,8 +136,9 @@ class RedisSubscriber(RedisConnection):
                 backoff.reset()
             await asyncio.sleep(backoff.next_delay())
 
-    async def _pump(self, pubsub: PubSub) -> None:
-        """Move messages into the queue until the connection fails or goes silent."""
+    async def _pump(self, pubsub: Subscription) -> None:
+        """Move messages into the queue until the connection fails, goes silent, or the server
+        ends the subscription (its cluster slot moved to another node)."""
         quiet_since = time.monotonic()
         pinged = False
         while True:
@@ -164,7 +153,10 @@ class RedisSubscriber(RedisConnection):
                 continue
             quiet_since = time.monotonic()
             pinged = False
-            if reply["type"] == "message":
+            if reply["type"] == ENDED:
+                log.info("subscription of %s at %s ended (slot moved)", self.node, pubsub.where)
+                return
+            if reply["type"] == MESSAGE:
                 message = self._parse_live(reply["data"])
                 if message is not None and message.envelope.sender != self.node:
                     await self._queue.put(message)
