@@ -223,7 +223,9 @@ class MemoryDoc:
             # line the document has and no base could explain it better (a stale base would, if
             # a line had been removed since: then the write must not bring it back).
             added = stored[len(current) :]
-            return self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
+            update = self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
+            self._text_cache = stored  # what the insert made: no copy out of pycrdt to learn it
+            return update
         current_lines = split_lines(current)
         stored, tail = _prefer_existing_terminator(stored, tail, current_lines)
         stored = "".join(self._keep_virtual_terminator(current_lines, split_lines(stored)))

@@ -177,6 +177,7 @@ class Renderer(Ingest):
         asyncio.get_running_loop().call_later(wait, self.mark_dirty, path)
 
     async def _render_once(self, path: str) -> bool:
+        self.store.commit()  # what a render writes out is stored first (group commit)
         doc = self.doc(path)
         target, exists = doc.content, doc.exists
         last = self._last_version(path)

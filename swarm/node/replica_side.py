@@ -36,6 +36,9 @@ class ReplicaSide(Renderer):
     def batch(self) -> AbstractContextManager[None]:
         return self.store.batch()
 
+    def commit(self) -> None:
+        self.store.commit()
+
     def meta(self, key: str) -> str | None:
         return self.store.get_meta(key)
 

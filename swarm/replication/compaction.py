@@ -75,6 +75,7 @@ class Compaction:
             digest = vector.digest(doc.state_vector_dict())
             if self.snapshotted.get(path) == digest:
                 continue
+            self.replica.commit()  # a snapshot holds only what is stored (group commit)
             state = doc.encode_state()
             env = self.replica.protection.outgoing(
                 Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)

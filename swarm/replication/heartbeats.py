@@ -129,6 +129,7 @@ class Heartbeats:
         interval = self.options.heartbeat_interval
         while not stop.is_set():
             try:
+                self.replica.commit()  # what the heartbeat claims is stored
                 await self.transport.heartbeat(self.info(), ttl_s=self.options.offline_after)
                 await self.anti_entropy()
             except TransportError as exc:

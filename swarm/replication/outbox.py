@@ -71,6 +71,7 @@ class Publisher:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def publish(self, env: Envelope) -> None:
+        self.replica.commit()  # nothing leaves the node before it is stored (group commit)
         sendable = self.replica.protection.outgoing(env)  # signed, or None: not ours to send
         if sendable is None:
             return
