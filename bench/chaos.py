@@ -46,7 +46,7 @@ from bench.daemons import (
 from bench.idle import get
 from bench.memory import markdown
 from bench.server import BenchRedis
-from swarm.devredis import free_port
+from swarm.devtools.devredis import free_port
 
 NODES = 3
 _STATUS_NODE = "n1"  # serves HTTP: its status page is asked for the swarm's status

@@ -26,10 +26,11 @@ from pathlib import Path
 import redis
 
 from swarm.config import DaemonSettings
-from swarm.daemon import Runtime, open_runtime, serve
-from swarm.devcluster import DevCluster, swarm_slot
-from swarm.devredis import HOST, RedisServer
+from swarm.daemon import serve
+from swarm.devtools.devcluster import DevCluster, swarm_slot
+from swarm.devtools.devredis import HOST, RedisServer
 from swarm.memory import MemoryDoc
+from swarm.runtime import Runtime, open_runtime
 from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 
+from swarm.devtools.commands import daemon_args
+from swarm.heartbeat import Heartbeat
 from swarm.transport.redis_keys import SwarmKeys
 
 HEARTBEAT_S = 0.2
@@ -39,8 +41,13 @@ def start_daemon(
     log = (root.parent / f"{node}.log").open("ab")  # the child keeps its own copy of the fd
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", module, "daemon", "--dir", str(root), "--swarm", swarm,
-             "--node", node, "--redis-url", url, "--http", http, "--log-level", "warning"],
+            [
+                sys.executable, "-m", module,
+                *daemon_args(
+                    dir=root, swarm=swarm, node=node, redis_url=url, http=http,
+                    extra=("--log-level", "warning"),
+                ),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -81,12 +88,14 @@ def status_converged(infos: dict[str, dict[str, Any]], nodes: int, files: int) -
         return False
     digests: dict[str, set[str]] = {}
     for info in infos.values():
-        if not info.get("ready") or info.get("outbox") or info.get("lag"):
+        beat = Heartbeat.read(info)
+        if not beat.ready or beat.outbox or beat.lag:
             return False
-        if len(info.get("files", {})) < files:
+        facts = beat.file_facts()
+        if len(facts) < files:
             return False
-        for path, facts in info["files"].items():
-            digests.setdefault(path, set()).add(facts["digest"])
+        for path, fact in facts.items():
+            digests.setdefault(path, set()).add(fact.digest)
     return all(len(found) == 1 for found in digests.values())
 
 

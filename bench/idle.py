@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.daemons import rss_bytes, start_daemon, stop_daemons, wait_for
 from bench.memory import seed_folder
 from bench.server import BenchRedis
-from swarm.devredis import free_port
+from swarm.devtools.devredis import free_port
 
 _SETTLE_S = 5.0  # after ready: the import's burst is over and its memory handed back
 

@@ -1,4 +1,4 @@
-"""Running a real node (open_runtime + serve) inside a benchmark process, and timing arrivals.
+"""Running a real node (open_runtime + running) inside a benchmark process, and timing arrivals.
 
 An edit carries a marker `<worker.seq>`; the receiving node's `apply_remote_many` is wrapped so the
 moment an update holding a marker has been merged is recorded. Timestamps are CLOCK_MONOTONIC
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.config import DaemonSettings
-from swarm.daemon import Runtime, open_runtime, serve
+from swarm.daemon import running
 from swarm.node import Node
+from swarm.runtime import Runtime, open_runtime
 
 MARKER = re.compile(rb"<(\d+)\.(\d+)>")
 READY_TIMEOUT_S = 60.0
@@ -49,20 +50,8 @@ def settings_for(spec: NodeSpec) -> DaemonSettings:
 async def running_node(spec: NodeSpec) -> AsyncIterator[Runtime]:
     """A node that is caught up and reconciled; stopped gracefully (outbox flushed) on exit."""
     runtime = open_runtime(settings_for(spec))
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(runtime, stop))
-    ready = asyncio.create_task(runtime.reconciled.wait())
-    await asyncio.wait({task, ready}, timeout=READY_TIMEOUT_S, return_when="FIRST_COMPLETED")
-    if not ready.done():
-        ready.cancel()
-        stop.set()
-        await task  # re-raises what made serve() end early
-        raise TimeoutError(f"node {spec.node_id} not ready within {READY_TIMEOUT_S} s")
-    try:
+    async with running(runtime, ready_timeout=READY_TIMEOUT_S):
         yield runtime
-    finally:
-        stop.set()
-        await task
 
 
 def marker(worker: int, seq: int) -> str:

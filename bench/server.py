@@ -3,7 +3,7 @@ loopback port, temp dir, no persistence), so figures never depend on the machine
 
 from __future__ import annotations
 
-from swarm.devredis import RedisServer as BenchRedis
-from swarm.devredis import RedisServerError as BenchServerError
+from swarm.devtools.devredis import RedisServer as BenchRedis
+from swarm.devtools.devredis import RedisServerError as BenchServerError
 
 __all__ = ["BenchRedis", "BenchServerError"]

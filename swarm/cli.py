@@ -73,6 +73,7 @@ def daemon(**flags: Any) -> None:
     """Sync one memory folder with the rest of the swarm, until stopped."""
     from swarm import daemon as daemon_mod
     from swarm import logs
+    from swarm.runtime import DaemonError
     from swarm.store import StoreError
     from swarm.transport.base import TransportError
 
@@ -85,7 +86,7 @@ def daemon(**flags: Any) -> None:
     )
     try:
         code = asyncio.run(daemon_mod.run(settings))
-    except (daemon_mod.DaemonError, StoreError, TransportError, OSError) as exc:
+    except (DaemonError, StoreError, TransportError, OSError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         code = 130

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from swarm.crypto import KeyFileError, key_id, write_key_file
+from swarm.transport.keyring import KeyFileError, key_id, write_key_file
 
 
 def _fail(message: str) -> None:
@@ -61,9 +61,9 @@ def keygen(
 
 def _print_writer_entry(dir_: Path | None, state_dir: Path | None, config: Path | None) -> None:
     from swarm.config import ConfigError, load_settings
-    from swarm.daemon import node_id_for
     from swarm.protect.keys import WriterKeyError, node_key, writer_entry
     from swarm.protect.settings import NodeKeySettings
+    from swarm.runtime import node_id_for
     from swarm.store import Store, StoreError
 
     try:

@@ -17,7 +17,7 @@ def demo(workdir: Path | None, redis_url: str | None, entries: int, swarm: str) 
     """Two instances of one agent (cloud and local) editing memory at once, then proof."""
     from rich.console import Console
 
-    from swarm.demo import DemoError, run_demo
+    from swarm.devtools.demo import DemoError, run_demo
 
     try:
         code = run_demo(

@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from swarm import defaults
 from swarm.transport.redis_keys import SwarmNameError, check_swarm_name
 from swarm.transport.topology import is_sentinel_url, parse_sentinel_url
 
@@ -177,15 +178,23 @@ class DaemonSettings(SwarmSettings):
     role: str = setting("SWARM_ROLE", "", max_length=64)
     state_dir: Path | None = setting("SWARM_STATE_DIR", None)
     http: str = setting("SWARM_HTTP", DEFAULT_HTTP)
-    debounce_ms: int = setting("SWARM_DEBOUNCE_MS", 30, ge=0, le=10_000)
-    max_file_bytes: int = setting("SWARM_MAX_FILE_BYTES", 4 * 1024 * 1024, ge=1, le=64 * 2**20)
-    include: tuple[str, ...] = setting("SWARM_INCLUDE", ("*.md",))
+    debounce_ms: int = setting("SWARM_DEBOUNCE_MS", defaults.DEBOUNCE_MS, ge=0, le=10_000)
+    max_file_bytes: int = setting(
+        "SWARM_MAX_FILE_BYTES", defaults.MAX_FILE_BYTES, ge=1, le=64 * 2**20
+    )
+    include: tuple[str, ...] = setting("SWARM_INCLUDE", defaults.INCLUDE)
     ignore: tuple[str, ...] = setting("SWARM_IGNORE", ())
-    private: tuple[str, ...] = setting("SWARM_PRIVATE", ("memory/private/", "*.private.md"))
-    delete_guard_share: float = setting("SWARM_DELETE_GUARD_SHARE", 0.5, gt=0, le=1)
+    private: tuple[str, ...] = setting("SWARM_PRIVATE", defaults.PRIVATE)
+    delete_guard_share: float = setting(
+        "SWARM_DELETE_GUARD_SHARE", defaults.DELETE_GUARD_SHARE, gt=0, le=1
+    )
     # The new-file budget (swarm/flood.py): more new files, or MB of them, within a minute held.
-    new_files_per_minute: int = setting("SWARM_NEW_FILES_PER_MINUTE", 200, ge=1, le=10**6)
-    new_mb_per_minute: float = setting("SWARM_NEW_MB_PER_MINUTE", 50.0, gt=0, le=10**5)
+    new_files_per_minute: int = setting(
+        "SWARM_NEW_FILES_PER_MINUTE", defaults.NEW_FILES_PER_MINUTE, ge=1, le=10**6
+    )
+    new_mb_per_minute: float = setting(
+        "SWARM_NEW_MB_PER_MINUTE", defaults.NEW_MB_PER_MINUTE, gt=0, le=10**5
+    )
     # Guarded files (swarm/protect/): only the listed writers ("NODE:PUBLIC_KEY", as `swarm
     # keygen --node` prints) may change them; no writers, no guard.
     protect: tuple[str, ...] = setting(
@@ -196,9 +205,7 @@ class DaemonSettings(SwarmSettings):
     offline_after: float = setting("SWARM_OFFLINE_AFTER", 5.0, gt=0, le=3600)
     grace: float = setting("SWARM_GRACE", 5.0, ge=0, le=300)
     log_json: bool = setting("SWARM_LOG_JSON", False)
-    log_level: str = setting(
-        "SWARM_LOG_LEVEL", "info", pattern=r"^(?i)(debug|info|warning|error)$"
-    )
+    log_level: str = setting("SWARM_LOG_LEVEL", "info", pattern=r"^(?i)(debug|info|warning|error)$")
 
     @field_validator("http")
     @classmethod
@@ -318,4 +325,3 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [swarm] must be a table")
     return {key.replace("-", "_"): value for key, value in section.items()}
-

@@ -45,10 +45,11 @@ from swarm.control_client import short_path, socket_path
 from swarm.http.serving import BACKLOG, serve_app
 from swarm.memory import vector
 from swarm.memory.edits import Placement, plan_append, plan_replace
+from swarm.runtime import not_ready_reason
 from swarm.transport.base import TransportError
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,6 @@ class ControlApi:
         }
 
     async def status(self, request: Request) -> JSONResponse:
-        from swarm.http import not_ready_reason
 
         runtime = self.runtime
         latest = self.latest

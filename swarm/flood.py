@@ -2,7 +2,7 @@
 
 An agent that unpacks an archive, a tool that generates thousands of notes, a daemon started on
 the wrong folder: each would put every file into Redis and onto every peer's disk. Like the
-mass-delete guard (swarm/node.py), more new files than the budget within a minute (or more
+mass-delete guard (swarm/node/guard.py), more new files than the budget within a minute (or more
 bytes) holds them: they stay on this disk, untouched and unsent, the node reports it (status,
 /readyz, the `swarm_new_files_held` metric, one log line), and whatever else it syncs goes on.
 `swarm confirm-files --dir D` lets them through (or raise the budget and restart). A file is new
@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from swarm import defaults
 from swarm.bridge.reader import format_size
 from swarm.memory import MemoryDoc
 
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 CONFIRM_FILES_FILE = "confirm-new-files"
 WINDOW_S = 60.0
-DEFAULT_FILES = 200
-DEFAULT_MB = 50.0
+DEFAULT_FILES = defaults.NEW_FILES_PER_MINUTE
+DEFAULT_MB = defaults.NEW_MB_PER_MINUTE
 _REPORTED = 20  # held paths named in heartbeats (the count is always there)
 
 

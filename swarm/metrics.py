@@ -2,8 +2,7 @@
 
 The node and the replicator keep plain counters; a custom collector turns them into metric
 families when `/metrics` is scraped, so the hot paths pay nothing for metrics. Latencies are the
-exception: a histogram needs every observation, so the node observes into the two unregistered
-histograms made here (bounded memory, unlike a list of samples).
+exception: the node observes into the histograms of `swarm.latency`, collected here.
 
 Each runtime gets its own `CollectorRegistry`: several sidecars in one process (tests) never share
 or collide on metrics.
@@ -14,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -28,42 +27,9 @@ from swarm.transport.codec import SWARM_KEY
 from swarm.transport.redis_errors import CAUSES
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
-__all__ = [
-    "CONTENT_TYPE_LATEST",
-    "Histogram",
-    "apply_latency",
-    "registry_for",
-    "render_latency",
-    "scrape",
-]
-
-# An apply or a render is expected in well under 10 ms; the tail shows trouble (a slow disk).
-LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
-
-
-def apply_latency() -> Histogram:
-    """Seconds to merge one remote update into its document (not registered anywhere)."""
-    return Histogram(
-        "swarm_apply_seconds",
-        "Time to apply one remote update to its document.",
-        buckets=LATENCY_BUCKETS,
-        registry=None,
-    )
-
-
-def render_latency() -> Histogram:
-    """Seconds to write one merged file to disk (not registered anywhere)."""
-    return Histogram(
-        "swarm_render_seconds",
-        "Time to render one merged file to disk.",
-        buckets=LATENCY_BUCKETS,
-        registry=None,
-    )
-
+__all__ = ["CONTENT_TYPE_LATEST", "registry_for", "scrape"]
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)

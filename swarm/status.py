@@ -28,38 +28,34 @@ documented in docs/status-schema.json:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass, replace
 
 import pycrdt
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from swarm.bridge.pathrules import path_problem
 from swarm.bridge.reader import DEFAULT_MAX_BYTES
 from swarm.config import SwarmSettings
+from swarm.heartbeat import Heartbeat
 from swarm.memory import UpdateError, vector
 from swarm.memory.vector import StateVector
-from swarm.status_disks import (
-    DiskReport,
-    odd_content,
-    problems,
-    protected_refusals,
-    refused,
-    within_limit,
+from swarm.status_disks import DiskReport, odd_content, protected_refusals, within_limit
+from swarm.status_files import parse_not_synced
+from swarm.status_show import render
+from swarm.status_view import (
+    FileFacts,
+    FileView,
+    NodeState,
+    NodeView,
+    RedisHeld,
+    SwarmView,
 )
-from swarm.status_files import files_table, not_synced_table, parse_not_synced
 from swarm.transport import codec
-from swarm.transport.base import TransportError
-from swarm.transport.redis_transport import NodeRecord, parse_stream_id
+from swarm.transport.base import NodeRecord, TransportError, parse_stream_id
 from swarm.wire import Kind
 
 # Redis unreachable must be reported within ~3 s: the transport's own timeouts are 2 s, this
@@ -75,196 +71,31 @@ class StatusError(Exception):
     """Status cannot be computed (Redis unreachable...); the message is one line."""
 
 
-class NodeState(StrEnum):
-    UP_TO_DATE = "up to date"
-    SYNCING = "syncing"
-    BEHIND = "behind"
-    OFFLINE = "offline"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What one node reported about one file in its heartbeat."""
-
-    sv: StateVector
-    size: int | None
-    exists: bool
-    pending: bool
-    hash: str | None = None  # of the document's content (the bytes its disk should hold)
-    changed: float | None = None  # when the node last changed it itself (epoch seconds)
-
-
-@dataclass(frozen=True)
-class NodeView:
-    node: str
-    role: str
-    host: str
-    pid: int | None
-    online: bool
-    state: NodeState
-    converged: bool
-    ready: bool
-    lag: int
-    last_seen: float  # seconds since the last heartbeat (server clock)
-    last_seen_at: float  # server time of the last heartbeat, seconds since the epoch
-    outbox: int
-    last_error: str | None
-    files: int
-    behind: dict[str, int]  # path -> operations missing (pending files show 0)
-    skipped: dict[str, str]
-    disk_differs: dict[str, str] = field(default_factory=dict)  # path -> why, in a few words
-    refused: tuple[str, ...] = ()  # paths its policy never syncs
-    # what its folder holds that does not sync: {"counts": {reason: n}, "paths": {path: reason}}
-    not_synced: dict[str, Any] = field(default_factory=dict)
-    # changes of protected files it refused: [{node, path, reason, count, last}] (swarm/protect/)
-    protected_refused: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class FileView:
-    path: str
-    converged: bool
-    size: int | None
-    exists: bool
-    lagging: tuple[str, ...]  # online nodes whose state does not cover the target
-    digest: str  # of the target state vector
-    hash: str | None = None  # content hash reported by the nodes that hold the target
-    disk_differs: tuple[str, ...] = ()  # online nodes whose disk does not hold it (yet)
-    changed_at: float | None = None  # the newest change a node reports having made to it
-    changed_by: str | None = None  # that node
-
-
-@dataclass(frozen=True)
-class RedisHeld:
-    """What Redis itself holds: per file, the state vector of snapshot + log tail."""
-
-    vectors: dict[str, StateVector] = field(default_factory=dict)
-    snapshots: int = 0
-    log_entries: int = 0
-    unreadable: tuple[str, ...] = ()  # files whose Redis data could not be applied
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> records left unread
-
-
-@dataclass(frozen=True)
-class SwarmView:
-    swarm: str
-    checked_at: float  # server time, seconds since the epoch
-    converged: bool
-    nodes: tuple[NodeView, ...]
-    files: tuple[FileView, ...]
-    redis: RedisHeld
-
-    @property
-    def online(self) -> int:
-        return sum(1 for node in self.nodes if node.online)
-
-    @property
-    def files_differing(self) -> int:
-        return sum(1 for item in self.files if not item.converged)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented `--json` schema (docs/status-schema.json)."""
-        return {
-            "swarm": self.swarm,
-            "converged": self.converged,
-            "checked_at": self.checked_at,
-            "online": self.online,
-            "files_differing": self.files_differing,
-            "nodes": [
-                {
-                    "node": n.node,
-                    "role": n.role,
-                    "host": n.host,
-                    "pid": n.pid,
-                    "online": n.online,
-                    "state": n.state.value,
-                    "converged": n.converged,
-                    "ready": n.ready,
-                    "lag": n.lag,
-                    "last_seen": round(n.last_seen, 3),
-                    "last_seen_at": n.last_seen_at,
-                    "outbox": n.outbox,
-                    "last_error": n.last_error,
-                    "files": n.files,
-                    "behind": dict(n.behind),
-                    "skipped": dict(n.skipped),
-                    "disk_differs": dict(n.disk_differs),
-                    "refused": list(n.refused),
-                    "not_synced": n.not_synced or {"counts": {}, "paths": {}},
-                    "protected_refused": list(n.protected_refused),
-                }
-                for n in self.nodes
-            ],
-            "files": [
-                {
-                    "path": f.path,
-                    "converged": f.converged,
-                    "size": f.size,
-                    "exists": f.exists,
-                    "lagging": list(f.lagging),
-                    "digest": f.digest,
-                    "hash": f.hash,
-                    "disk_differs": list(f.disk_differs),
-                    "changed_at": f.changed_at,
-                    "changed_by": f.changed_by,
-                }
-                for f in self.files
-            ],
-            "redis": {
-                "snapshots": self.redis.snapshots,
-                "log_entries": self.redis.log_entries,
-                "unreadable": list(self.redis.unreadable),
-                "rejected": dict(self.redis.rejected),
-            },
-        }
-
-
 # -- computing the view (pure) ---------------------------------------------------------------
 
 
-def parse_files(info: dict[str, Any]) -> dict[str, FileFacts]:
-    """The per-file facts of a heartbeat; a malformed entry is left out, not fatal."""
-    files = info.get("files")
-    facts: dict[str, FileFacts] = {}
-    if not isinstance(files, dict):
-        return facts
-    for path, entry in files.items():
-        if not isinstance(path, str) or not isinstance(entry, dict):
-            continue
-        try:
-            sv = vector.decode(base64.b64decode(entry["sv"], validate=True))
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            continue
-        size = entry.get("size")
-        digest = entry.get("hash")
-        changed = entry.get("changed")
-        facts[path] = FileFacts(
-            sv=sv,
-            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-            exists=bool(entry.get("exists", True)),
-            pending=bool(entry.get("pending", False)),
-            hash=digest if isinstance(digest, str) else None,
-            changed=float(changed) if isinstance(changed, int | float) and changed > 0 else None,
+def parse_files(beat: Heartbeat) -> dict[str, FileFacts]:
+    """The per-file facts of a heartbeat, decoded; a malformed entry is left out, not fatal."""
+    return {
+        path: FileFacts(
+            sv=fact.state_vector(),
+            size=fact.size,
+            exists=fact.exists,
+            pending=fact.pending,
+            hash=fact.hash,
+            changed=fact.changed_at,
         )
-    return facts
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        for path, fact in beat.file_facts().items()
+    }
 
 
 def _state(
-    online: bool, behind: bool, differs: dict[str, str], stuck: bool, info: dict[str, Any],
+    online: bool, behind: bool, differs: dict[str, str], stuck: bool, beat: Heartbeat,
     last_error: str | None,
 ) -> NodeState:
     if not online:
         return NodeState.OFFLINE
-    if info.get("deletions_held") or info.get("files_held") or problems(info):  # an operator
+    if beat.held or beat.problems:  # an operator must act
         return NodeState.ERROR
     if any(reason.startswith("render failed") for reason in differs.values()):
         return NodeState.ERROR
@@ -272,23 +103,22 @@ def _state(
         return NodeState.ERROR if last_error else NodeState.BEHIND
     if stuck or any(not reason.startswith("render pending") for reason in differs.values()):
         return NodeState.BEHIND
-    if differs or info.get("ready") is not True or _count(info.get("outbox")) > 0:
+    if differs or not beat.ready or beat.outbox > 0:
         return NodeState.SYNCING
     return NodeState.UP_TO_DATE
 
 
 def _node_view(
     record: NodeRecord,
+    beat: Heartbeat,
     files: dict[str, FileFacts],
     behind: dict[str, int],
     online: bool,
     now_ms: int,
     other_content: set[str],
 ) -> NodeView:
-    info = record.info
-    last_error = info.get("last_error") if isinstance(info.get("last_error"), str) else None
-    skipped = info.get("skipped")
-    disk = DiskReport.parse(info)
+    last_error = beat.last_error
+    disk = DiskReport.parse(beat)
     age = max(0.0, (now_ms - record.seen_ms) / 1000)
     differs = {path: f"render failed: {reason}" for path, reason in disk.failed.items()}
     for path, seconds in disk.pending.items():
@@ -296,7 +126,7 @@ def _node_view(
     for path in other_content:
         differs.setdefault(path, "content differs from the other nodes holding the same state")
     stuck = any(seconds + age >= STUCK_S for seconds in disk.pending.values())
-    reported = problems(info)
+    reported = beat.problems
     if reported:
         last_error = next(iter(reported.values()))
     elif last_error is None and disk.failed:
@@ -305,25 +135,25 @@ def _node_view(
     converged = not behind and not differs
     return NodeView(
         node=record.node,
-        role=_text(info.get("role")),
-        host=_text(info.get("host")),
-        pid=_count(info.get("pid")) or None,
+        role=beat.role,
+        host=beat.host,
+        pid=beat.pid or None,
         online=online,
-        state=_state(online, bool(behind), differs, stuck, info, last_error),
+        state=_state(online, bool(behind), differs, stuck, beat, last_error),
         converged=converged,
-        ready=info.get("ready") is True,
+        ready=beat.ready,
         lag=sum(behind.values()),
         last_seen=age,
         last_seen_at=record.seen_ms / 1000,
-        outbox=_count(info.get("outbox")),
+        outbox=beat.outbox,
         last_error=last_error,
         files=len(files),
         behind=behind,
-        skipped={str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {},
+        skipped=beat.skipped,
         disk_differs=dict(sorted(differs.items())),
-        refused=refused(info),
-        not_synced=parse_not_synced(info),
-        protected_refused=protected_refusals(info),
+        refused=tuple(sorted(beat.refused)),
+        not_synced=parse_not_synced(beat.not_synced),
+        protected_refused=protected_refusals(beat.protected_refused),
     )
 
 
@@ -355,7 +185,8 @@ def build_view(
     `unreadable`: live nodes (node -> (rejection reason, seen ms)) whose heartbeat is sealed
     with another swarm key: shown in error, and nothing can be vouched for them."""
     records = list(records)
-    facts = {record.node: parse_files(record.info) for record in records}
+    beats = {record.node: Heartbeat.read(record.info) for record in records}
+    facts = {node: parse_files(beat) for node, beat in beats.items()}
     online = sorted(record.node for record in records if record.online(now_ms))
     targets: dict[str, StateVector] = {path: dict(sv) for path, sv in redis.vectors.items()}
     for node in online:
@@ -366,8 +197,9 @@ def build_view(
     nodes = tuple(
         _node_view(
             record,
+            beats[record.node],
             facts[record.node],
-            _behind(facts[record.node], targets, refused(record.info)),
+            _behind(facts[record.node], targets, beats[record.node].refused),
             record.node in online,
             now_ms,
             odd.get(record.node, set()),
@@ -472,7 +304,7 @@ def _decodes(update: bytes) -> bool:
 async def fetch_view(settings: SwarmSettings) -> SwarmView:
     """One look at the swarm, with the daemon's Redis credentials, TLS and swarm key;
     StatusError when Redis cannot be read or the settings cannot be used."""
-    from swarm.daemon import DaemonError, transport_for  # the daemon's own recipe
+    from swarm.runtime import DaemonError, transport_for  # the daemon's own recipe
 
     try:
         transport = transport_for(settings, "status")
@@ -503,105 +335,6 @@ async def fetch_view(settings: SwarmSettings) -> SwarmView:
     held = redis_vectors(snapshots, log, limit)
     held = replace(held, rejected=rejected)
     return build_view(settings.swarm, now_ms, records, held, transport.unreadable_nodes)
-
-
-# -- showing it ------------------------------------------------------------------------------
-
-_STATE_STYLE = {
-    NodeState.UP_TO_DATE: "green",
-    NodeState.SYNCING: "yellow",
-    NodeState.BEHIND: "red",
-    NodeState.ERROR: "bold red",
-    NodeState.OFFLINE: "dim",
-}
-
-
-def _age(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def summary(view: SwarmView, since: float | None = None) -> Text:
-    offline = len(view.nodes) - view.online
-    counts = f"{view.online} online, {offline} offline, {_plural(len(view.files), 'file')}"
-    when = f" since {time.strftime('%H:%M:%S', time.localtime(since))}" if since else ""
-    if view.converged:
-        return Text.assemble(
-            (f"swarm {view.swarm}: ", "bold"), ("converged", "bold green"), f"{when} — {counts}"
-        )
-    if not view.online:
-        reason = "no online node"
-    else:
-        behind = [_lags(n) for n in view.nodes if n.online and not n.converged]
-        differ = _plural(view.files_differing, "file")
-        reason = f"{differ} differ; behind: {', '.join(behind) or '-'}"
-    return Text.assemble(
-        (f"swarm {view.swarm}: ", "bold"),
-        ("NOT converged", "bold red"),
-        f"{when} — {reason} — {counts}",
-    )
-
-
-def _lags(node: NodeView) -> str:
-    disk = f", disk differs: {_plural(len(node.disk_differs), 'file')}" if node.disk_differs else ""
-    return f"{node.node} ({node.lag} ops{disk})"
-
-
-def nodes_table(view: SwarmView) -> Table:
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("node", "role", "host", "state", "last seen", "files", "lag", "last error"):
-        table.add_column(column, justify="right" if column in ("files", "lag") else "left")
-    for node in view.nodes:
-        table.add_row(
-            node.node,
-            node.role or "-",
-            node.host or "-",
-            Text(node.state.value, style=_STATE_STYLE[node.state]),
-            _age(node.last_seen),
-            str(node.files),
-            str(node.lag),
-            node.last_error or _first_difference(node) or "-",
-        )
-    return table
-
-
-def _first_difference(node: NodeView) -> str | None:
-    for path, reason in node.disk_differs.items():
-        more = len(node.disk_differs) - 1
-        return f"{path}: {reason}" + (f" (and {more} more)" if more else "")
-    return None
-
-
-def render(view: SwarmView, *, with_files: bool, since: float | None = None) -> RenderableType:
-    parts: list[RenderableType] = [summary(view, since)]
-    if view.nodes:
-        parts.append(nodes_table(view))
-    if with_files and view.files:
-        parts.append(files_table(view))
-    if with_files:
-        parts.extend(not_synced_table(view))
-    for node in view.nodes:
-        for refusal in node.protected_refused:
-            parts.append(
-                Text(
-                    f"{node.node} refused {refusal['count']} change(s) of protected "
-                    f"{refusal['path']} from {refusal['node']}: {refusal['reason']}",
-                    "yellow",
-                )
-            )
-    if view.redis.unreadable:
-        parts.append(Text(f"unreadable in Redis: {', '.join(view.redis.unreadable)}", "red"))
-    if view.redis.rejected:
-        counts = ", ".join(f"{count} {reason}" for reason, count in view.redis.rejected.items())
-        parts.append(Text(f"records left unread: {counts}", "yellow"))
-    return Group(*parts)
 
 
 # -- the command -----------------------------------------------------------------------------

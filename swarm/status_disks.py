@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swarm.heartbeat import Heartbeat
 from swarm.memory import MemoryDoc, vector
 from swarm.memory.vector import StateVector
 
@@ -23,14 +24,6 @@ class HashedFacts(Protocol):
     def hash(self) -> str | None: ...
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
 @dataclass(frozen=True)
 class DiskReport:
     """A node's files whose disk does not hold their document, as its heartbeat says."""
@@ -39,38 +32,15 @@ class DiskReport:
     pending: dict[str, float]  # path -> seconds pending, as of the heartbeat
 
     @classmethod
-    def parse(cls, info: dict[str, Any]) -> DiskReport:
+    def parse(cls, beat: Heartbeat) -> DiskReport:
         failed: dict[str, str] = {}
         pending: dict[str, float] = {}
-        disk = info.get("disk")
-        for path, entry in (disk.items() if isinstance(disk, dict) else ()):
-            if not isinstance(path, str) or not isinstance(entry, dict):
-                continue
-            if entry.get("state") == "error":
-                failed[path] = _text(entry.get("reason")) or "render failed"
-            elif entry.get("state") == "pending":
-                pending[path] = _number(entry.get("for_s"))
+        for path, entry in beat.disk_entries().items():
+            if entry.state == "error":
+                failed[path] = entry.reason or "render failed"
+            elif entry.state == "pending":
+                pending[path] = entry.for_s
         return cls(failed, pending)
-
-
-def _problems(info: dict[str, Any]) -> dict[str, str]:
-    problems = info.get("problems")
-    if not isinstance(problems, dict):
-        return {}
-    return {str(cause): str(message) for cause, message in problems.items()}
-
-
-def problems(info: dict[str, Any]) -> dict[str, str]:
-    """cause -> message of what keeps the node from syncing (Redis, the swarm key)."""
-    found = info.get("problems")
-    if not isinstance(found, dict):
-        return {}
-    return {str(cause): str(message) for cause, message in found.items()}
-
-
-def refused(info: dict[str, Any]) -> tuple[str, ...]:
-    refused = info.get("refused")
-    return tuple(sorted(str(p) for p in refused)) if isinstance(refused, dict) else ()
 
 
 def odd_content(
@@ -119,11 +89,18 @@ def _size(doc: MemoryDoc, max_bytes: int) -> int:
     return size if size <= max_bytes else doc.content_bytes()
 
 
-def protected_refusals(info: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def protected_refusals(entries: list[Any]) -> tuple[dict[str, Any], ...]:
     """The refused changes of protected files a heartbeat reports; malformed entries left out."""
-    entries = info.get("protected_refused")
     found = []
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries:
         if not isinstance(entry, dict):
             continue
         count = entry.get("count")

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from swarm.status import SwarmView
+    from swarm.status_view import SwarmView
 
 
 def when(at: float | None, now: float | None = None) -> str:
@@ -43,10 +43,9 @@ def files_table(view: SwarmView) -> Table:
     return table
 
 
-def parse_not_synced(info: dict[str, Any]) -> dict[str, Any]:
+def parse_not_synced(raw: dict[str, Any]) -> dict[str, Any]:
     """A heartbeat's `not_synced` report, malformed parts left out."""
-    raw = info.get("not_synced")
-    if not isinstance(raw, dict):
+    if not raw:
         return {}
     counts, paths = raw.get("counts"), raw.get("paths")
     return {

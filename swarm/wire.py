@@ -10,9 +10,10 @@ Layout (all integers big-endian)::
     [signature: 64 bytes, when flags has SIGNED]
 
 `flags` bit 2 (SIGNED): the sender's Ed25519 signature of `signed_bytes` follows the payload (an
-update of a protected file, swarm/protect/). Every other bit is reserved and refused, so a later
-kind of envelope is never misread as this one. Decoding is strict (no trailing
-bytes, no truncation, valid UTF-8) because the channel is shared and anyone can publish on it.
+update of a protected file, swarm/protect/). Every other bit is refused in a plain envelope: a
+sealed frame (same magic and version, swarm/transport/sealed.py) sets them, so it is never
+misread as a plain one. Decoding is strict (no trailing bytes, no truncation, valid UTF-8)
+because the channel is shared and anyone can publish on it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ MAX_STRING = 0xFFFF
 _HEAD = struct.Struct(">2sBBB")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-SIGNED = 0x04  # 0x01 and 0x02 are the sealed frame's (swarm/crypto.py)
+SIGNED = 0x04  # 0x01 and 0x02 are the sealed frame's (swarm/transport/sealed.py)
 SIGNATURE_BYTES = 64
 _SIGNING_CONTEXT = b"swarm-protected-update-v1\0"
 
@@ -40,7 +41,12 @@ _SIGNING_CONTEXT = b"swarm-protected-update-v1\0"
 class Kind(IntEnum):
     UPDATE = 1  # an incremental Yjs update of one file
     STATE = 2  # a full document state (repair / seed)
-    HELLO = 3  # a node announcing itself; carries no document data
+    # "Send me what I lack of `path`": the payload is the sender's state vector. Carries no
+    # document data, so it never holds back a log trim.
+    SYNC_REQUEST = 3
+    # The container of a sealed heartbeat (transport/sealed.py; empty path). The same byte as
+    # SYNC_REQUEST: version-1 nodes read both, and the two never meet (presence is not on the log).
+    PRESENCE = 3
 
 
 class WireError(ValueError):

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from swarm.devcluster import DevCluster
-from swarm.devredis import RedisServer
+from swarm.devtools.devcluster import DevCluster
+from swarm.devtools.devredis import RedisServer
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ deadlines (never a fixed sleep as synchronisation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -20,7 +20,9 @@ from types import TracebackType
 from typing import Any
 
 from swarm.config import DaemonSettings
-from swarm.daemon import Runtime, open_runtime, serve
+from swarm.daemon import running
+from swarm.devtools.commands import daemon_args, swarm_command
+from swarm.runtime import Runtime, open_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.02  # polling interval of every wait below: not synchronisation, just its granularity
@@ -250,10 +252,6 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def swarm_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "swarm", *args]
-
-
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = STOP_DEADLINE_S
 ) -> subprocess.CompletedProcess[str]:
@@ -286,16 +284,14 @@ class DaemonProcess:
     _starts: int = 0
 
     def args(self) -> list[str]:
-        return [
-            "daemon",
-            "--dir", str(self.dir),
-            "--swarm", self.swarm,
-            "--node", self.node,
-            "--redis-url", self.redis_url,
-            "--state-dir", str(self.state_dir),
-            "--http", "0",
-            *self.extra_args,
-        ]  # fmt: skip
+        return daemon_args(
+            dir=self.dir,
+            swarm=self.swarm,
+            node=self.node,
+            redis_url=self.redis_url,
+            state_dir=self.state_dir,
+            extra=self.extra_args,
+        )
 
     def start(self) -> DaemonProcess:
         assert not self.running, f"daemon {self.node} is already running"
@@ -483,35 +479,25 @@ class InProcessDaemon:
         self.settings = settings
         self.dir = settings.dir
         self.runtime: Runtime | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._running: contextlib.AbstractAsyncContextManager[object] | None = None
 
     async def start(self, timeout: float = START_DEADLINE_S) -> InProcessDaemon:
         self.settings.dir.mkdir(parents=True, exist_ok=True)
         self.runtime = open_runtime(self.settings)
         self._before_serve(self.runtime)
-        self._task = asyncio.get_running_loop().create_task(serve(self.runtime, self._stop))
-        runtime = self.runtime
-
-        def ready() -> bool:
-            assert self._task is not None
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-                raise AssertionError("daemon stopped before it was ready")
-            return runtime.reconciled.is_set()
-
-        await wait_until_async(ready, f"in-process daemon {self.settings.node} ready", timeout)
+        started = running(self.runtime, ready_timeout=timeout)
+        await started.__aenter__()
+        self._running = started
         return self
 
     def _before_serve(self, runtime: Runtime) -> None:
         """Hook for tests that need to change the runtime before it runs."""
 
     async def stop(self, timeout: float = STOP_DEADLINE_S) -> None:
-        if self._task is None:
+        if self._running is None:
             return
-        self._stop.set()
-        task, self._task = self._task, None
-        await asyncio.wait_for(task, timeout)
+        started, self._running = self._running, None
+        await asyncio.wait_for(started.__aexit__(None, None, None), timeout)
 
     async def __aenter__(self) -> InProcessDaemon:
         return await self.start()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from daemon_harness import wait_until_async
 
+from swarm.devtools.membus import MemoryBus, MemoryTransport
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator
 from swarm.store import Store
-from swarm.transport.memory import MemoryBus, MemoryTransport
 
 
 @dataclass
@@ -41,7 +41,7 @@ async def running_node(
     node = Node(NodeOptions(root=root, state_dir=state_dir, max_bytes=max_bytes), store)
     node.load()
     transport = bus.connect(name)
-    replicator = Replicator(node, transport, ReplicationOptions(swarm="t", node_id=name))
+    replicator = Replicator(node, transport, ReplicationOptions(swarm=bus.swarm, node_id=name))
     stop = asyncio.Event()
     watching = asyncio.Event()
     tasks = [
@@ -67,7 +67,14 @@ async def running_node(
 @contextlib.asynccontextmanager
 async def two_nodes(tmp_path: Path, **options: int) -> AsyncIterator[tuple[Running, Running]]:
     """Nodes a and b on one bus, their folders and state folders under `tmp_path`."""
-    bus = MemoryBus()
+    async with two_nodes_on(MemoryBus(), tmp_path, **options) as pair:
+        yield pair
+
+
+@contextlib.asynccontextmanager
+async def two_nodes_on(
+    bus: MemoryBus, tmp_path: Path, **options: int
+) -> AsyncIterator[tuple[Running, Running]]:
     async with (
         running_node(bus, "a", tmp_path / "a", tmp_path / "sa", **options) as a,
         running_node(bus, "b", tmp_path / "b", tmp_path / "sb", **options) as b,

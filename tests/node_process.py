@@ -8,7 +8,7 @@ from pathlib import Path
 
 from node_harness import running_node
 
-from swarm.transport.memory import MemoryBus
+from swarm.devtools.membus import MemoryBus
 
 
 async def main(root: Path, state: Path) -> None:

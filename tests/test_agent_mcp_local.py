@@ -23,7 +23,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_harness import TOOLS, mcp_session, ok, refused
 
-from swarm.devredis import free_port
+from swarm.devtools.devredis import free_port
 
 pytestmark = pytest.mark.slow
 

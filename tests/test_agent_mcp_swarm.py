@@ -17,7 +17,7 @@ from daemon_harness import DaemonGroup, read_tree, run_cli, wait_until, wait_unt
 from mcp_harness import mcp_session, ok, refused
 
 from swarm.control_client import socket_path
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.redis_transport import RedisTransport
 

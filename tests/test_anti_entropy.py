@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc, vector
 from swarm.node import Node, NodeOptions
 from swarm.replication import ReplicationOptions, Replicator
@@ -54,7 +54,7 @@ async def test_in_flight_edits_are_not_requested_lost_ones_are(
         in_flight = theirs.write(theirs.content + "- from b, on its way\n")
         assert in_flight is not None
         await announce(peer, theirs)
-        await replicator._anti_entropy()
+        await replicator.anti_entropy()
         assert replicator.counters.lag > 0  # status shows the lag...
         assert replicator.counters.sync_requests == 0  # ...but nothing is requested yet
 
@@ -62,10 +62,10 @@ async def test_in_flight_edits_are_not_requested_lost_ones_are(
         lost = theirs.write(theirs.content + "- from b, lost on the channel\n")
         assert lost is not None
         await announce(peer, theirs)
-        await replicator._anti_entropy()
+        await replicator.anti_entropy()
         assert replicator.counters.sync_requests == 0  # the new one may still be in flight
 
-        await replicator._anti_entropy()  # a round later it is still missing: lost
+        await replicator.anti_entropy()  # a round later it is still missing: lost
         assert replicator.counters.sync_requests == 1
     finally:
         await peer.close()

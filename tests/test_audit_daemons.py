@@ -11,7 +11,7 @@ import pytest
 import redis
 from daemon_harness import DaemonGroup, DaemonProcess, read_tree, run_cli, wait_until, write_file
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.transport.redis_keys import SwarmKeys
 
 pytestmark = pytest.mark.slow

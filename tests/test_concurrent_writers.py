@@ -30,7 +30,7 @@ from daemon_harness import (
 )
 from writer_process import appended_lines, chunked_lines
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 WRITER = Path(__file__).parent / "writer_process.py"

@@ -11,7 +11,7 @@ import pytest
 from daemon_harness import InProcessDaemon, daemon_settings, in_thread
 
 from swarm.control_client import ControlClient, ControlError, DaemonUnavailable, socket_path
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 
 def daemon(tmp_path: Path, redis_server: RedisServer, **extra: object) -> InProcessDaemon:

@@ -12,19 +12,18 @@ from click.testing import CliRunner
 
 from swarm.cli import main
 from swarm.config import ConfigError, DaemonSettings, load_settings
-from swarm.crypto import (
+from swarm.transport import codec as reasons
+from swarm.transport.codec import PlainCodec, Rejected, ReplayGuard, snapshot_context
+from swarm.transport.keyring import (
     KEY_BYTES,
     KeyFileError,
     Keyring,
-    SealedCodec,
-    codec_from_settings,
     format_key,
     generate_key,
     read_key_file,
 )
-from swarm.transport import codec as reasons
-from swarm.transport.codec import PlainCodec, Rejected, ReplayGuard, snapshot_context
 from swarm.transport.rejects import RejectLog
+from swarm.transport.sealed import SealedCodec, codec_from_settings
 from swarm.wire import Envelope, Kind, encode
 
 SECRET = "- Alice's bank PIN is 4711 and she sees Dr. Who on Tuesdays"

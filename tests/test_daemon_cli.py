@@ -20,7 +20,7 @@ from daemon_harness import (
     wait_until,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -166,7 +166,7 @@ def test_verify_cannot_check_without_two_folders_or_the_agents_logs(
 def test_verify_asks_status_first_and_stops_when_redis_is_unreachable(
     nodes: dict[str, Path],
 ) -> None:
-    from swarm.devredis import free_port
+    from swarm.devtools.devredis import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     done = swarm(

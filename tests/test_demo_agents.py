@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from swarm import demo
-from swarm.demo import DemoError, agent_command, run_demo
+from swarm.devtools import demo
+from swarm.devtools.demo import DemoError, agent_command, run_demo
 from swarm.verify import (
     LoggedEntry,
     compare_nodes,

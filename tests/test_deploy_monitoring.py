@@ -18,7 +18,7 @@ from daemon_harness import DaemonGroup, run_cli, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_http import get, with_http
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

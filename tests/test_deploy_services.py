@@ -30,9 +30,9 @@ from test_http import get
 from test_security_redis import documented_acl
 
 from swarm.config import DaemonSettings, env_names, load_settings
-from swarm.crypto import write_key_file
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.sd_notify import sd_notify
+from swarm.transport.keyring import write_key_file
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,10 @@ from daemon_harness import (
 from test_security_redis import documented_acl as acl_line
 
 from swarm.config import DaemonSettings
-from swarm.crypto import write_key_file
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.doctor import Probes, Status, diagnose
 from swarm.doctor.acl import judge_user_rules, needed_commands
+from swarm.transport.keyring import write_key_file
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from swarm.crypto import Keyring, SealedCodec, generate_key
 from swarm.node import Node, NodeOptions
 from swarm.store import Store
 from swarm.transport.codec import Codec, PlainCodec
+from swarm.transport.keyring import Keyring, generate_key
 from swarm.transport.redis_transport import RedisTransport
+from swarm.transport.sealed import SealedCodec
 from swarm.wire import Envelope, Kind
 
 SWARM = "fuzz"

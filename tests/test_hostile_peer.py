@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_http import get, with_http
 
 from swarm.config import DaemonSettings
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc
 from swarm.node import Node, NodeOptions
 from swarm.status import fetch_view
@@ -224,14 +224,14 @@ async def test_a_path_this_node_refuses_is_not_asked_for_again_and_again(
         assert a.runtime is not None and b.runtime is not None
         replicator = b.runtime.replicator
         rounds = 0
-        anti_entropy = replicator._anti_entropy
+        anti_entropy = replicator.heartbeats.anti_entropy
 
         async def counted() -> None:
             nonlocal rounds
             await anti_entropy()
             rounds += 1
 
-        replicator._anti_entropy = counted  # type: ignore[method-assign]
+        replicator.heartbeats.anti_entropy = counted  # type: ignore[method-assign]
         await in_thread(write_file, a.dir / "notes" / "x.md", "- only a syncs this\n", atomic=True)
         await in_thread(write_file, a.dir / "MEMORY.md", "- both\n", atomic=True)
         await wait_until_async(lambda: (b.dir / "MEMORY.md").exists(), "b has MEMORY.md")

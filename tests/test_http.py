@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, cast
 from daemon_harness import DaemonGroup, DaemonProcess, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.http import HttpServer
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 FAST = {"SWARM_HEARTBEAT_INTERVAL": "0.2", "SWARM_OFFLINE_AFTER": "2"}
 

@@ -18,8 +18,8 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
-from swarm.http import not_ready_reason
+from swarm.devtools.devredis import RedisServer
+from swarm.runtime import not_ready_reason
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonGroup, wait_until, wait_until_async
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.merges import MergeJournal
 
 BASE = "# memory\n- one\n- two\n"

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pycrdt
 import pytest
-from node_harness import Running, eventually, running_node, two_nodes, write_atomically
+from node_harness import (
+    Running,
+    eventually,
+    running_node,
+    two_nodes,
+    two_nodes_on,
+    write_atomically,
+)
 
+from swarm.devtools.membus import MemoryBus
 from swarm.memory import MemoryDoc
 from swarm.node import RENDER_BUDGET, next_render_interval
-from swarm.transport.memory import MemoryBus
 
 
 async def test_new_file_edit_delete_and_rename_reach_the_other_node(tmp_path: Path) -> None:
@@ -207,7 +214,7 @@ async def test_same_line_edited_on_both_nodes_keeps_both_lines(tmp_path: Path) -
         await eventually(lambda: a.node.store.outbox_depth() == 1, what="a ingested")
         await eventually(lambda: b.read("MEMORY.md") != "Focus: none\n- x\n", what="b ingested")
         a.transport.offline = False
-        a.replicator._outbox_wake.set()
+        a.replicator.wake_outbox()
         await eventually(
             lambda: (
                 a.read("MEMORY.md") == b.read("MEMORY.md")
@@ -414,3 +421,23 @@ async def test_a_pycrdt_panic_is_contained_and_the_document_restored(
         assert a.node.counters.rejected == 1
         assert a.node.apply_remote("MEMORY.md", update) is True  # and the node keeps syncing
         assert a.node.docs["MEMORY.md"].content == "keep\nfrom a peer\n"
+
+
+async def test_a_dropped_live_message_is_read_back_from_the_log(tmp_path: Path) -> None:
+    """The in-memory bus runs the production path: a message pub/sub lost is noticed (the next
+    one names an entry b never saw, or the heartbeat sees the log ahead) and read from the log."""
+    bus = MemoryBus()
+    lost: list[str] = []
+
+    def lose_the_first(envelope: object, receiver: str) -> bool:
+        if receiver == "b" and not lost and getattr(envelope, "path", "") == "MEMORY.md":
+            lost.append(receiver)
+            return False
+        return True
+
+    async with two_nodes_on(bus, tmp_path) as (a, b):
+        bus.accept = lose_the_first
+        write_atomically(a.root / "MEMORY.md", "- one\n")
+        await eventually(lambda: b.read("MEMORY.md") == "- one\n", what="repaired from the log")
+        assert lost == ["b"]
+        assert b.replicator.counters.catchups >= 2  # the one at start, and the repair

@@ -19,10 +19,10 @@ from daemon_harness import DaemonGroup, wait_until
 from node_harness import Running, eventually, running_node, two_nodes, write_atomically
 
 from swarm.config import SwarmSettings
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
+from swarm.devtools.membus import MemoryBus
 from swarm.status import fetch_view
 from swarm.store import Store
-from swarm.transport.memory import MemoryBus
 
 _libc = ctypes.CDLL(None, use_errno=True)
 WRITER = Path(__file__).parent / "writer_process.py"

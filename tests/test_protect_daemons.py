@@ -29,10 +29,10 @@ from daemon_harness import (
 )
 
 from swarm.config import DaemonSettings
-from swarm.daemon import Runtime
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc
 from swarm.protect.keys import node_key, writer_entry
+from swarm.runtime import Runtime
 from swarm.transport.redis_keys import SwarmKeys
 from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind

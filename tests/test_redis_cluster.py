@@ -28,14 +28,14 @@ from daemon_harness import (
 )
 from topology_harness import Bursts, daemons, late_joiner_rebuilds, runtime_of
 
-from swarm.devcluster import (
+from swarm.devtools.devcluster import (
     DevCluster,
     cut_replication,
     replicas_of,
     restore_replication,
     swarm_slot,
 )
-from swarm.devredis import HOST, RedisServer
+from swarm.devtools.devredis import HOST, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -211,7 +211,8 @@ async def test_the_documented_cluster_acl_is_enough(
         await wait_until_async(
             lambda: converged([a.dir, b.dir], agent.written), "synced as the ACL user"
         )
-        await wait_until_async(lambda: bool(runtime_of(b).replicator._peers), "presence")
+        heartbeats = runtime_of(b).replicator.heartbeats
+        await wait_until_async(lambda: bool(heartbeats.peers), "presence")
     denied = []
     for server in redis_cluster.servers:
         with redis.Redis(host=HOST, port=server.port) as admin:

@@ -27,9 +27,9 @@ from daemon_harness import (
 from test_http import get, metrics
 from test_security_redis import documented_acl
 
-from swarm.crypto import format_key, generate_key
-from swarm.devredis import RedisServer, free_port
-from swarm.http import not_ready_reason
+from swarm.devtools.devredis import RedisServer, free_port
+from swarm.runtime import not_ready_reason
+from swarm.transport.keyring import format_key, generate_key
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,8 @@ from daemon_harness import (
 )
 from topology_harness import Bursts, daemons, late_joiner_rebuilds, runtime_of
 
-from swarm.devcluster import cut_replication, restore_replication
-from swarm.devsentinel import DevSentinel
+from swarm.devtools.devcluster import cut_replication, restore_replication
+from swarm.devtools.devsentinel import DevSentinel
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -184,10 +184,10 @@ async def test_a_deleted_file_is_in_the_trash_before_it_leaves_the_disk(
 
     from node_harness import eventually, two_nodes, write_atomically
 
-    import swarm.node
+    import swarm.node.render
 
     seen_at_removal: list[int] = []
-    real_remove = swarm.node.remove_file
+    real_remove = swarm.node.render.remove_file
 
     def remove_and_look(path: Path, **kwargs: Any) -> bool:
         removed = real_remove(path, **kwargs)
@@ -196,7 +196,7 @@ async def test_a_deleted_file_is_in_the_trash_before_it_leaves_the_disk(
         seen_at_removal.append(int(rows[0]))
         return removed
 
-    monkeypatch.setattr(swarm.node, "remove_file", remove_and_look)
+    monkeypatch.setattr(swarm.node.render, "remove_file", remove_and_look)
     async with two_nodes(tmp_path) as (a, b):
         write_atomically(a.root / "MEMORY.md", "- keep me\n")
         await eventually(lambda: b.read("MEMORY.md") == "- keep me\n", what="create")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonGroup, DaemonProcess, read_tree, run_cli, wait_until, write_file
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

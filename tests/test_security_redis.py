@@ -22,10 +22,10 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.crypto import format_key, generate_key, write_key_file
-from swarm.daemon import Runtime
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
+from swarm.runtime import Runtime
 from swarm.transport import codec as reasons
+from swarm.transport.keyring import format_key, generate_key, write_key_file
 
 pytestmark = pytest.mark.slow
 
@@ -267,7 +267,8 @@ async def test_the_documented_acl_is_enough_for_a_swarm_and_no_more(
         await compact(cloud, local)  # snapshots, lease and trimming work under the ACL too
         await write(local.dir, "MEMORY.md", "- through the ACL user\n- and back\n")
         await wait_until_async(lambda: holds(cloud.dir, "MEMORY.md", "and back"), "synced back")
-        await wait_until_async(lambda: bool(runtime_of(cloud).replicator._peers), "presence")
+        heartbeats = runtime_of(cloud).replicator.heartbeats
+        await wait_until_async(lambda: bool(heartbeats.peers), "presence")
         for daemon in (cloud, local):
             assert runtime_of(daemon).transport.last_error is None
     user = f"swarm-{SWARM}".encode()

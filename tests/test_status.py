@@ -20,10 +20,9 @@ from daemon_harness import DaemonGroup, daemon_env, run_cli, swarm_command, wait
 from pydantic import SecretStr
 
 from swarm.config import SwarmSettings
-from swarm.crypto import format_key, generate_key
-from swarm.daemon import transport_for
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 from swarm.memory import MemoryDoc, vector
+from swarm.runtime import transport_for
 from swarm.status import (
     NodeState,
     RedisHeld,
@@ -32,7 +31,8 @@ from swarm.status import (
     fetch_view,
     redis_vectors,
 )
-from swarm.transport.redis_transport import NodeRecord
+from swarm.transport.base import NodeRecord
+from swarm.transport.keyring import format_key, generate_key
 from swarm.wire import Kind
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "status-schema.json").read_text())
@@ -184,7 +184,7 @@ def test_redis_vectors_replay_snapshot_and_uncovered_log_tail() -> None:
     assert first is not None and second is not None
     log = [
         ("5-0", "MEMORY.md", Kind.UPDATE, first),  # covered by the snapshot
-        ("6-0", "MEMORY.md", Kind.HELLO, vector.encode({})),
+        ("6-0", "MEMORY.md", Kind.SYNC_REQUEST, vector.encode({})),
         ("7-0", "MEMORY.md", Kind.UPDATE, b"\xff garbage"),
         ("8-0", "MEMORY.md", Kind.UPDATE, second),
     ]

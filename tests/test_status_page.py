@@ -15,7 +15,7 @@ from daemon_harness import DaemonGroup, wait_until
 from playwright.sync_api import Browser, Page, sync_playwright
 from test_http import get, with_http
 
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -33,8 +33,8 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.daemon import Runtime
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
+from swarm.runtime import Runtime
 from swarm.transport.base import Message
 from swarm.wire import Kind
 

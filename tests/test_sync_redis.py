@@ -29,9 +29,9 @@ from daemon_harness import (
     write_file,
 )
 
-from swarm.daemon import Runtime
-from swarm.devredis import RedisServer
+from swarm.devtools.devredis import RedisServer
 from swarm.memory import MemoryDoc
+from swarm.runtime import Runtime
 from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from swarm.devtools.membus import MemoryBus, MemoryTransport
 from swarm.transport.base import Message, TransportError, gap_marker, is_gap_marker
-from swarm.transport.memory import MemoryBus, MemoryTransport
 from swarm.wire import Envelope, Kind
 
 
@@ -150,12 +150,55 @@ async def test_consumer_waiting_on_messages_wakes_on_publish() -> None:
     await a.publish(update("a", 7))
     message = await asyncio.wait_for(waiter, timeout=2)
     assert message.envelope == update("a", 7)
-    assert message.stream_id is None
+    assert (message.prev_id, message.stream_id) == ("0-0", "1-0")  # chained like Redis
+
+
+async def test_the_log_keeps_what_live_delivery_dropped() -> None:
+    bus = MemoryBus()
+    bus.accept = lambda env, receiver: False  # pub/sub loses everything
+    a, b = bus.connect("a"), bus.connect("b")
+    receipts = [await a.publish_chained(update("a", n)) for n in range(3)]
+    assert receipts == [("0-0", "1-0"), ("1-0", "2-0"), ("2-0", "3-0")]
+    assert payloads(b) == []
+    tail = await b.read_log("1-0")
+    assert [m.stream_id for m in tail] == ["2-0", "3-0"]
+    assert b.last_scanned_id == "3-0"
+    info = await b.log_info()
+    assert (info["length"], info["first_id"], info["last_id"]) == (3, "1-0", "3-0")
+
+
+async def test_snapshots_need_the_lease_and_trim_only_what_they_hold() -> None:
+    bus = MemoryBus()
+    a, b = bus.connect("a"), bus.connect("b")
+    for n in range(3):
+        await a.publish(update("a", n))
+    assert not await a.put_snapshot("MEMORY.md", "2-0", b"state")  # no lease
+    assert await a.acquire_lease(1000)
+    assert not await b.acquire_lease(1000)
+    assert not await a.put_snapshot("MEMORY.md", "9-0", b"state")  # past the log's end
+    assert await a.put_snapshot("MEMORY.md", "2-0", b"state")
+    assert not await a.put_snapshot("MEMORY.md", "1-0", b"older")  # never backwards
+    assert await a.trim_log() == 2
+    assert [m.stream_id for m in await b.read_log()] == ["3-0"]
+    assert await b.snapshots() == {"MEMORY.md": ("2-0", b"state")}
+    assert await b.epoch("x") == "x" and await a.epoch("y") == "x"
+
+
+async def test_presence_keeps_summaries_and_file_facts_apart() -> None:
+    bus = MemoryBus()
+    a, b = bus.connect("a"), bus.connect("b")
+    await a.heartbeat({"files_digest": "d", "files": {"MEMORY.md": {"digest": "d"}}}, ttl_s=60)
+    assert await b.presence() == {"a": {"files_digest": "d"}}
+    assert await b.files_of(["a", "c"]) == {"a": {"MEMORY.md": {"digest": "d"}}}
+    assert await b.forget_nodes(60_000) == []
+    a.offline = True
+    with pytest.raises(TransportError, match="offline"):
+        await a.read_log()
 
 
 def test_gap_marker_is_recognisable() -> None:
     marker = gap_marker("team")
     assert is_gap_marker(marker)
     assert not is_gap_marker(Message(update("a", 1), None))
-    hello = Message(Envelope("team", "", "a", Kind.HELLO, b""), None)
+    hello = Message(Envelope("team", "", "a", Kind.SYNC_REQUEST, b""), None)
     assert not is_gap_marker(hello)

@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
-from swarm.devredis import RedisServer
-from swarm.transport.base import Message, TransportError, is_gap_marker
+from swarm.devtools.devredis import RedisServer
+from swarm.transport.base import (
+    Message,
+    TransportError,
+    is_gap_marker,
+    next_stream_id,
+    parse_stream_id,
+)
 from swarm.transport.redis_keys import SwarmKeys, SwarmNameError
-from swarm.transport.redis_transport import RedisTransport, next_stream_id, parse_stream_id
+from swarm.transport.redis_transport import RedisTransport
 from swarm.wire import Envelope, Kind, encode
 
 SWARM = "team"
@@ -316,11 +322,11 @@ async def test_trim_log_only_cuts_what_snapshots_hold(
         return stream_id
 
     async def history_is_whole() -> None:
-        """Snapshot coverage + log tail holds every entry ever published (HELLO aside)."""
+        """Snapshot coverage + log tail holds every entry ever published (sync requests aside)."""
         snapshots = await a.snapshots()
         in_log = {m.stream_id for m in await a.read_log()}
         for stream_id, env in published:
-            if env.kind is Kind.HELLO:
+            if env.kind is Kind.SYNC_REQUEST:
                 continue
             covered = env.path in snapshots and parse_stream_id(stream_id) <= parse_stream_id(
                 snapshots[env.path][0]
@@ -342,8 +348,8 @@ async def test_trim_log_only_cuts_what_snapshots_hold(
     assert await a.put_snapshot("MEMORY.md", m3, b"m1+m2+m3")
     assert await a.trim_log() == 0  # n1 is still the oldest uncovered entry
     assert await a.put_snapshot("notes.md", n1, b"n1")
-    await publish("", b"", Kind.HELLO)
-    assert await a.trim_log() == 3  # n1, m3 and the HELLO
+    await publish("", b"", Kind.SYNC_REQUEST)
+    assert await a.trim_log() == 3  # n1, m3 and the sync request
     assert await a.read_log() == []
     await history_is_whole()
 

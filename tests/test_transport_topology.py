@@ -8,9 +8,9 @@ import pytest
 from daemon_harness import in_thread, run_cli
 
 from swarm.config import ConfigError, SwarmSettings, load_settings
-from swarm.devcluster import FAST_SYNC, free_port
-from swarm.devredis import HOST, RedisServer
-from swarm.devsentinel import DevSentinel
+from swarm.devtools.devcluster import FAST_SYNC, free_port
+from swarm.devtools.devredis import HOST, RedisServer
+from swarm.devtools.devsentinel import DevSentinel
 from swarm.transport.redis_transport import RedisTransport
 from swarm.transport.topology import SentinelTarget, node_url, parse_sentinel_url, where
 from swarm.wire import Envelope, Kind

@@ -41,7 +41,7 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 def test_round_trip_empty_payload_and_strings() -> None:
-    env = envelope(path="", sender="", payload=b"", kind=Kind.HELLO)
+    env = envelope(path="", sender="", payload=b"", kind=Kind.SYNC_REQUEST)
     assert decode(encode(env)) == env
 
 

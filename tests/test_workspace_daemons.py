@@ -10,7 +10,7 @@ import pytest
 from daemon_harness import DaemonGroup, daemon_env, read_tree, run_cli, wait_until
 from test_http import FAST, get, metrics
 
-from swarm.devredis import RedisServer, free_port
+from swarm.devtools.devredis import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from daemon_harness import (
     wait_until_async,
 )
 
-from swarm.daemon import Runtime
 from swarm.replication import Replicator
+from swarm.runtime import Runtime
 
 BURST_CAP_S = 90.0  # agents stop when told; this only bounds a test that never tells them
 

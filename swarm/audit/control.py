@@ -13,7 +13,7 @@ from swarm.bridge import RenderConflict, RenderError
 from swarm.memory.stamps import Stamps
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 
 class RollbackRefused(ValueError):

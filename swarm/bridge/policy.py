@@ -17,10 +17,11 @@ from pathlib import Path, PurePosixPath
 
 from pathspec import GitIgnoreSpec
 
+from swarm import defaults
 from swarm.bridge.pathrules import path_problem
 from swarm.bridge.workspace import Workspace
 
-DEFAULT_INCLUDE: tuple[str, ...] = ("*.md",)
+DEFAULT_INCLUDE: tuple[str, ...] = defaults.INCLUDE
 DEFAULT_IGNORE: tuple[str, ...] = (
     ".swarm/",
     ".git/",

@@ -23,10 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarm import defaults
 from swarm.bridge import lease
 from swarm.bridge.folder import Folder, UnsafePath, locate, open_folder, refusal, split
 
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BYTES = defaults.MAX_FILE_BYTES
 _MIB = 1024 * 1024
 _CHUNK = 1024 * 1024
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC

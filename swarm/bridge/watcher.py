@@ -20,12 +20,13 @@ from pathlib import Path
 
 from watchfiles import awatch
 
+from swarm import defaults
 from swarm.bridge.pathrules import MAX_DEPTH
 from swarm.bridge.policy import SWARM_STATE, SWARMIGNORE, TEMP_MARK, PathPolicy
 from swarm.bridge.survey import Survey
 from swarm.bridge.workspace import MARKER_NAMES
 
-DEFAULT_DEBOUNCE_MS = 30
+DEFAULT_DEBOUNCE_MS = defaults.DEBOUNCE_MS
 _STEP_MS = 5  # quiet time after the last change before a batch is yielded
 _RUST_TIMEOUT_MS = 1000  # bounds how long cancelling the consumer can take
 _PLAIN_MAX = 16  # a batch of up to this many accepted files is handled on the event loop

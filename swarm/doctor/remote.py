@@ -26,9 +26,8 @@ from redis.exceptions import (
 )
 
 from swarm.config import SwarmSettings
-from swarm.crypto import KeyFileError, Keyring, key_id, make_codec
-from swarm.daemon import _redact as redact
 from swarm.doctor.checks import Check, Status, one_line
+from swarm.runtime import redact
 from swarm.transport.codec import (
     FORGED,
     MALFORMED,
@@ -39,8 +38,10 @@ from swarm.transport.codec import (
     PlainCodec,
     Rejected,
 )
+from swarm.transport.keyring import KeyFileError, Keyring, key_id
 from swarm.transport.redis_client import RedisSecurity, make_client
 from swarm.transport.redis_keys import SwarmKeys
+from swarm.transport.sealed import make_codec
 from swarm.transport.topology import PLAIN, ClientOptions, Deployment, node_url
 
 TIMEOUT_S = 3.0

@@ -28,10 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swarm.http.page import StatusPage
 from swarm.http.serving import listen_tcp, serve_app
 from swarm.metrics import CONTENT_TYPE_LATEST, registry_for, scrape
-from swarm.transport.redis_errors import CONNECTION
+from swarm.runtime import not_ready_reason
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +44,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def _text(status: HTTPStatus, body: str, content_type: str = _TEXT) -> Response:
     return Response(body.encode(), status_code=status.value, media_type=content_type)
-
-
-def not_ready_reason(runtime: Runtime) -> str | None:
-    """Why the sidecar is not ready, or None when it is (same rule as `Runtime.ready`)."""
-    problems = runtime.transport.problems
-    if not runtime.transport.connected:
-        known = problems.get(CONNECTION) if problems else None
-        if known is not None:
-            return known.message
-        error = runtime.transport.last_error
-        return "Redis unreachable" + (f": {error}" if error else "")
-    if problems:
-        return problems.newest()
-    if not runtime.replicator.caught_up:
-        return "catching up from Redis"
-    if not runtime.reconciled.is_set():
-        return "initial reconcile of the memory folder not finished"
-    if runtime.node.deletions_held is not None:
-        return f"deletions held: {runtime.node.deletions_held} (run swarm confirm-deletes)"
-    if runtime.node.flood.held is not None:
-        return runtime.node.flood.held
-    return None if runtime.ready else "not ready"
 
 
 def _plain_counters(counters: Any) -> dict[str, Any]:
@@ -212,4 +190,4 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return _text(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD\n")
 
 
-__all__ = ["HttpServer", "node_status", "not_ready_reason"]
+__all__ = ["HttpServer", "node_status"]

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 if TYPE_CHECKING:
-    from swarm.daemon import Runtime
+    from swarm.runtime import Runtime
 
 VIEW_TTL_S = 1.5  # the page polls every 2 s
 

@@ -1,7 +1,7 @@
 """Where an agent's append or replace lands in a markdown memory file (pure text logic).
 
 Both work on whole lines of the file's text and return the new text; the caller turns that into a
-CRDT edit (swarm/node.py `edit`) or, for a file that never leaves the node, a file write.
+CRDT edit (swarm/node/ingest.py `edit`) or, for a file that never leaves the node, a file write.
 
 * **Headings** are ATX headings (`#` to `######`, then a space or the end of the line), outside
   fenced code blocks (``` or ~~~). Setext headings (a line underlined with `===`) are not.

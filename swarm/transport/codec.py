@@ -1,7 +1,7 @@
 """How envelopes and presence turn into the bytes stored in and sent through Redis.
 
 The transport holds one `Codec` and passes every byte it writes or reads through it. `PlainCodec`
-is the keyless default (the envelope of `swarm/wire.py` as is); `swarm.crypto.SealedCodec`
+is the keyless default (the envelope of `swarm/wire.py` as is); `swarm.transport.sealed.SealedCodec`
 authenticates and encrypts. Whatever cannot be decoded raises `Rejected` with a short reason, so
 the transport can count rejections per reason for `/metrics`.
 """
@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from swarm.wire import MAGIC, WIRE_VERSION, Envelope, WireError, decode, encode
+from swarm.wire import MAGIC, WIRE_VERSION, Envelope, Kind, WireError, decode, encode
 
 # Why an input was dropped; the label values of the rejection metric.
 GARBAGE: Final = "garbage"  # not an envelope at all
@@ -87,6 +87,15 @@ class Codec(Protocol):
         """The name a path is stored under in Redis (hash fields of the snapshots)."""
         ...
 
+    def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
+        """The stored form of a snapshot (`env.payload`: the state) under `field`, covering the
+        log up to `covered_id`."""
+        ...
+
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
+        """The state envelope of a stored snapshot (path, state as payload), or raise Rejected."""
+        ...
+
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]: ...
 
     def open_info(self, node: str, info: object) -> dict[str, Any]:
@@ -144,13 +153,31 @@ class PlainCodec:
     def path_field(self, path: str) -> str:
         return path
 
+    def seal_snapshot(self, env: Envelope, field: str, covered_id: str) -> bytes:
+        """The state as is, or, for a protected file (signed: swarm/protect/), the envelope
+        itself so its signature is kept."""
+        return encode(env) if env.signature else env.payload
+
+    def open_snapshot(self, field: str, covered_id: str, data: bytes) -> Envelope:
+        """The state itself, or a signed envelope holding it; the sender of a bare state is
+        unknown ('')."""
+        if data[:2] == MAGIC:
+            try:
+                env = decode(data, swarm=self.swarm)
+            except WireError:
+                pass
+            else:
+                if env.path == field and env.signature:
+                    return env
+        return Envelope(self.swarm, field, "", Kind.STATE, data)
+
     def seal_info(self, node: str, info: dict[str, Any]) -> dict[str, Any]:
         return info
 
     def open_info(self, node: str, info: object) -> dict[str, Any]:
         if not isinstance(info, dict):
             raise Rejected(MALFORMED_PRESENCE, "heartbeat info is not an object", node)
-        if set(info) == {"sealed"}:  # what a keyed node sends (swarm/crypto.py)
+        if set(info) == {"sealed"}:  # what a keyed node sends (transport/sealed.py)
             raise Rejected(NO_KEY, "heartbeat sealed with a swarm key", node)
         return info
 

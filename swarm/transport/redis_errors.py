@@ -59,31 +59,37 @@ def classify(exc: BaseException, where: str) -> RedisFailure:
         )
     if isinstance(exc, OutOfMemoryError) or lowered.startswith("oom"):
         return RedisFailure(
-            OOM, OOM, f"Redis at {where} refuses writes: out of memory (maxmemory reached, "
-            f"policy noeviction): {text}"
+            OOM,
+            OOM,
+            f"Redis at {where} refuses writes: out of memory (maxmemory reached, "
+            f"policy noeviction): {text}",
         )
     if isinstance(exc, ReadOnlyError) or lowered.startswith("readonly"):
         return RedisFailure(
             READONLY, READONLY, f"Redis at {where} refuses writes: a read-only replica: {text}"
         )
-    if isinstance(exc, NoPermissionError) or "can't run this command" in lowered or (
-        lowered.startswith("noperm") or "no permissions" in lowered
+    if (
+        isinstance(exc, NoPermissionError)
+        or "can't run this command" in lowered
+        or (lowered.startswith("noperm") or "no permissions" in lowered)
     ):
         return RedisFailure(
-            NOPERM, NOPERM, f"Redis at {where} refuses a command: the ACL of this user does not "
-            f"allow it (see docs/security.md): {text}"
+            NOPERM,
+            NOPERM,
+            f"Redis at {where} refuses a command: the ACL of this user does not "
+            f"allow it (see docs/security.md): {text}",
         )
     if isinstance(exc, AuthenticationError) or "wrongpass" in lowered or "noauth" in lowered:
         return RedisFailure(
-            CONNECTION, "auth", f"Redis at {where} refused the credentials (check "
-            f"SWARM_REDIS_USERNAME / SWARM_REDIS_PASSWORD or the URL): {text}"
+            CONNECTION,
+            "auth",
+            f"Redis at {where} refused the credentials (check "
+            f"SWARM_REDIS_USERNAME / SWARM_REDIS_PASSWORD or the URL): {text}",
         )
     if isinstance(exc, ResponseError):
         return RedisFailure(REFUSED, REFUSED, f"Redis at {where} refused a command: {text}")
     if _is_dns(exc) or any(hint in lowered for hint in _DNS_HINTS):
-        return RedisFailure(
-            CONNECTION, "dns", f"cannot resolve the Redis host of {where}: {text}"
-        )
+        return RedisFailure(CONNECTION, "dns", f"cannot resolve the Redis host of {where}: {text}")
     if isinstance(exc, TimeoutError) or "timeout" in lowered or "timed out" in lowered:
         return RedisFailure(
             CONNECTION, "timeout", f"Redis unreachable at {where} (no answer): {text}"

@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
-from swarm.devredis import free_port
+from swarm.devtools.commands import daemon_args, swarm_command
+from swarm.devtools.devredis import RedisServer, RedisServerError, free_port
 from swarm.verify import (
     MEMORY,
     ProofError,
@@ -43,7 +44,6 @@ from swarm.verify import (
 
 ROLES = ("cloud", "local")
 LOOPBACK = "127.0.0.1"
-REDIS_START_S = 10.0
 SIDECAR_READY_S = 60.0
 AGENT_PACE_S = 0.125  # mean pause between two agent writes (deploy/agent.py: 50-200 ms)
 AGENT_SLACK_S = 60.0
@@ -69,7 +69,7 @@ class _Interrupted(Exception):
 
 def deploy_dir() -> Path:
     """deploy/ of the source checkout this package runs from."""
-    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
     if not (deploy / "agent.py").is_file() or not (deploy / "seed" / MEMORY).is_file():
         raise DemoError(
             f"demo files not found at {deploy}: run `swarm demo` from a source checkout "
@@ -100,6 +100,7 @@ class Processes:
 
     logs: Path
     children: list[_Child] = field(default_factory=list)
+    servers: list[RedisServer] = field(default_factory=list)  # stopped after every child
 
     def start(self, name: str, argv: Sequence[str]) -> _Child:
         log = self.logs / f"{name}.log"
@@ -128,6 +129,9 @@ class Processes:
             raise
         finally:
             self.children.clear()
+            for server in reversed(self.servers):
+                server.close()
+            self.servers.clear()
 
     @staticmethod
     def _stop(child: _Child, grace: float) -> None:
@@ -143,10 +147,6 @@ class Processes:
             child.proc.wait()
 
 
-def swarm_cli() -> list[str]:
-    return [sys.executable, "-m", "swarm"]
-
-
 def redis_reachable(url: str) -> bool:
     client = redis.Redis.from_url(
         url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
@@ -160,37 +160,14 @@ def redis_reachable(url: str) -> bool:
 
 
 def start_redis(procs: Processes, workdir: Path) -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise DemoError(INSTALL_HINT)
-    data = workdir / "redis"
-    data.mkdir()
-    port = free_port()
-    child = procs.start(
-        "redis",
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            LOOPBACK,
-            "--dir",
-            str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
-    )
-    url = f"redis://{LOOPBACK}:{port}/0"
-    deadline = time.monotonic() + REDIS_START_S
-    while not redis_reachable(url):
-        if child.proc.poll() is not None or time.monotonic() > deadline:
-            raise DemoError(f"redis-server did not start: {log_tail(child.log) or child.log}")
-        time.sleep(POLL_S)
-    return url
+    """A private redis-server (swarm/devtools/devredis.py), stopped with the demo's processes."""
+    server = RedisServer(workdir=workdir / "redis")
+    try:
+        server.start()
+    except RedisServerError as exc:
+        raise DemoError(str(exc)) from None
+    procs.servers.append(server)
+    return server.url
 
 
 def http_ok(url: str) -> bool:
@@ -362,24 +339,17 @@ def _run(
         port = free_port()
         child = procs.start(
             f"{role}-swarm",
-            [
-                *swarm_cli(),
-                "daemon",
-                "--dir",
-                str(workspace),
-                "--swarm",
-                swarm,
-                "--node",
-                role,
-                "--role",
-                role,
-                "--redis-url",
-                url,
-                "--state-dir",
-                str(root / "state" / role),
-                "--http",
-                f"{LOOPBACK}:{port}",
-            ],
+            swarm_command(
+                *daemon_args(
+                    dir=workspace,
+                    swarm=swarm,
+                    node=role,
+                    role=role,
+                    redis_url=url,
+                    state_dir=root / "state" / role,
+                    http=f"{LOOPBACK}:{port}",
+                )
+            ),
         )
         sidecars[role] = (child, port)
     wait_ready(sidecars)

@@ -19,7 +19,7 @@ from types import TracebackType
 import redis
 from redis.crc import key_slot
 
-from swarm.devredis import HOST, RedisServer, RedisServerError, free_port
+from swarm.devtools.devredis import HOST, RedisServer, RedisServerError, free_port
 
 READY_DEADLINE_S = 30.0
 # A replica's first sync starts at once (Redis waits 5 s by default for more replicas to share it).

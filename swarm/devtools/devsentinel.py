@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from swarm.devcluster import FAST_SYNC, admin, wait_for
-from swarm.devredis import HOST, RedisServer, RedisServerError, redis_server_binary
+from swarm.devtools.devcluster import FAST_SYNC, admin, wait_for
+from swarm.devtools.devredis import HOST, RedisServer, RedisServerError, redis_server_binary
 
 
 class SentinelServer(RedisServer):
