@@ -1,0 +1,76 @@
+"""An agent that read a file as absent, then wrote it, never removes what a render put there.
+
+Seen in the three-daemon test: all agents create the daily file at once. Node b renders a's new
+file before b's agent (which read "no such file") writes its own first version: that write
+replaced the render, and diffed against it, it removed a's line on every node. The agent never
+saw that line; its write derives from the absent file, so it only adds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from node_harness import eventually, two_nodes, write_atomically
+
+DAILY = "memory/2026-11-25.md"
+
+
+def write_in_place(path: Path, text: str) -> None:
+    """Truncate, then write (`open('w')`): onto the inode the render left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+async def test_a_new_file_written_over_a_render_it_never_read_keeps_the_rendered_lines(
+    tmp_path: Path, atomic: bool
+) -> None:
+    async with two_nodes(tmp_path) as (a, b):
+        agent_read = b.read(DAILY)  # b's agent reads: no such file yet
+        assert agent_read is None
+        write_atomically(a.root / DAILY, "- a note\n")
+        await eventually(lambda: b.read(DAILY) == "- a note\n", what="b rendered a's new file")
+        # b's agent writes its own first version, from what it read (nothing), over the render
+        (write_atomically if atomic else write_in_place)(b.root / DAILY, "- b note\n")
+        await eventually(
+            lambda: {"- a note", "- b note"}
+            == set((a.read(DAILY) or "").splitlines())
+            == set((b.read(DAILY) or "").splitlines()),
+            what="both notes on both nodes",
+        )
+
+
+async def test_a_new_file_written_after_a_peer_revived_a_deleted_one_keeps_the_peers_lines(
+    tmp_path: Path,
+) -> None:
+    """The same after a deletion: the file is gone on b, a's agent writes it again, b renders
+    it, and b's agent (which saw the file gone) writes a new file over the render."""
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(b.root / DAILY, "- old note\n")
+        await eventually(lambda: a.read(DAILY) == "- old note\n", what="seed")
+        os.unlink(b.root / DAILY)
+        await eventually(lambda: a.read(DAILY) is None, what="the deletion reached a")
+        agent_read = b.read(DAILY)  # b's agent sees the file gone
+        assert agent_read is None
+        write_atomically(a.root / DAILY, "- a note\n")
+        await eventually(lambda: b.read(DAILY) == "- a note\n", what="b rendered a's new file")
+        write_atomically(b.root / DAILY, "- b note\n")
+        await eventually(
+            lambda: {"- a note", "- b note"}
+            == set((a.read(DAILY) or "").splitlines())
+            == set((b.read(DAILY) or "").splitlines()),
+            what="both notes on both nodes",
+        )
+
+
+async def test_a_rendered_file_the_agent_read_and_cut_stays_cut(tmp_path: Path) -> None:
+    """The agent that did read the render and removed a line: the removal stands."""
+    async with two_nodes(tmp_path) as (a, b):
+        write_atomically(a.root / DAILY, "- a note\n- a typo\n")
+        await eventually(lambda: b.read(DAILY) == "- a note\n- a typo\n", what="rendered")
+        write_atomically(b.root / DAILY, "- a note\n- b note\n")
+        want = "- a note\n- b note\n"
+        await eventually(lambda: a.read(DAILY) == want == b.read(DAILY), what="the cut stands")
