@@ -360,7 +360,8 @@ class Node:
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
-                self._set_existed(path, False)
+                with self.store.batch():
+                    self._record_absent(path)
             return
         if result.text is None:
             problem = result.problem or "unreadable"
@@ -471,19 +472,28 @@ class Node:
 
     def _bases(self, path: str, versions: list[str]) -> list[str]:
         """Versions the agent may have read: newest first, back to its own last write (an agent
-        always sees what it wrote itself). No base once the agent deleted the file itself: what
-        it writes next is a new file, not a stale copy of the old one."""
+        always sees what it wrote itself). Once the agent deleted the file itself, back to that
+        deletion only: what it writes next is a new file (based on the absent file, "", see
+        `_record_absent`), not a stale copy of the old one."""
         own = self._own_write.get(path)
-        if own == _DELETED:
-            return []
         if own is None:
             return versions
         found: list[str] = []
         for version in versions:
             found.append(version)
+            if own == _DELETED and version == ABSENT:
+                return found
             if len(version) == own[0] and _fingerprint(version) == own:
-                break
-        return found
+                return found
+        return [*found, ABSENT] if own == _DELETED else found
+
+    def _record_absent(self, path: str) -> None:
+        """The file is gone from disk (or was never here): an agent that looks now reads no
+        file, and whatever it writes next may derive from nothing. The absence is kept among
+        the versions as the empty text, so that write is merged as adding to an empty file,
+        not diffed against a render it never read (which would remove the render's lines)."""
+        self._record_version(path, ABSENT)
+        self._set_existed(path, False)
 
     def _delete_locally(self, path: str, last: str | None) -> None:
         doc = self.docs[path]
@@ -494,7 +504,7 @@ class Node:
             self.store.trash(path, last if last is not None else content)
             if update is not None:
                 self._append(path, update, local=True)
-            self._set_existed(path, False)
+            self._record_absent(path)
         self.counters.deleted += 1
         if update is not None:
             self._notify()
@@ -865,6 +875,8 @@ class Node:
                     known=self._stats.get(path),
                 )
                 with self.store.batch():
+                    if not existed:
+                        self._record_version(path, ABSENT)  # what the agent may have read
                     self._record_version(path, target)
                     self._set_existed(path, True)
             else:
@@ -881,7 +893,8 @@ class Node:
                     if trashed is not None:
                         self.store.untrash(trashed)
                     raise
-                self._set_existed(path, False)
+                with self.store.batch():
+                    self._record_absent(path)
             self._took(path, result)
         except AgentWriteCaptured as captured:
             # The render went through, and the agent's write it displaced is in our hands:
@@ -1062,6 +1075,7 @@ def next_render_interval(
 
 
 _DELETED = (-1, b"")  # in place of the agent's own last write: it deleted the file
+ABSENT = ""  # the version an agent reads where there is no file
 
 
 def _fingerprint(text: str) -> tuple[int, bytes]:

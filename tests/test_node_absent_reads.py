@@ -24,22 +24,27 @@ def write_in_place(path: Path, text: str) -> None:
         handle.write(text)
 
 
+@pytest.mark.parametrize("header", ["", "# 2026-11-25\n"], ids=["plain", "same-header"])
 @pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
 async def test_a_new_file_written_over_a_render_it_never_read_keeps_the_rendered_lines(
-    tmp_path: Path, atomic: bool
+    tmp_path: Path, atomic: bool, header: str
 ) -> None:
     async with two_nodes(tmp_path) as (a, b):
         agent_read = b.read(DAILY)  # b's agent reads: no such file yet
         assert agent_read is None
-        write_atomically(a.root / DAILY, "- a note\n")
-        await eventually(lambda: b.read(DAILY) == "- a note\n", what="b rendered a's new file")
-        # b's agent writes its own first version, from what it read (nothing), over the render
-        (write_atomically if atomic else write_in_place)(b.root / DAILY, "- b note\n")
+        write_atomically(a.root / DAILY, header + "- a note\n")
         await eventually(
-            lambda: {"- a note", "- b note"}
-            == set((a.read(DAILY) or "").splitlines())
-            == set((b.read(DAILY) or "").splitlines()),
-            what="both notes on both nodes",
+            lambda: b.read(DAILY) == header + "- a note\n", what="b rendered a's new file"
+        )
+        # b's agent writes its own first version, from what it read (nothing), over the render
+        (write_atomically if atomic else write_in_place)(b.root / DAILY, header + "- b note\n")
+        want = {*header.splitlines(), "- a note", "- b note"}
+        await eventually(
+            lambda: [want, want]
+            == [set((node.read(DAILY) or "").splitlines()) for node in (a, b)]
+            and a.read(DAILY) == b.read(DAILY)
+            and len((a.read(DAILY) or "").splitlines()) == len(want),
+            what="both notes on both nodes, the header once",
         )
 
 
@@ -67,10 +72,13 @@ async def test_a_new_file_written_after_a_peer_revived_a_deleted_one_keeps_the_p
 
 
 async def test_a_rendered_file_the_agent_read_and_cut_stays_cut(tmp_path: Path) -> None:
-    """The agent that did read the render and removed a line: the removal stands."""
+    """The agent that did read the render and removed a line (keeping more than it removed:
+    a write that keeps as many lines as it removes could as well be a new file that happens to
+    repeat a line, and then nothing is removed): the removal stands."""
     async with two_nodes(tmp_path) as (a, b):
-        write_atomically(a.root / DAILY, "- a note\n- a typo\n")
-        await eventually(lambda: b.read(DAILY) == "- a note\n- a typo\n", what="rendered")
-        write_atomically(b.root / DAILY, "- a note\n- b note\n")
-        want = "- a note\n- b note\n"
+        rendered = "# 2026-11-25\n- a note\n- a typo\n"
+        write_atomically(a.root / DAILY, rendered)
+        await eventually(lambda: b.read(DAILY) == rendered, what="rendered")
+        want = "# 2026-11-25\n- a note\n- b note\n"
+        write_atomically(b.root / DAILY, want)
         await eventually(lambda: a.read(DAILY) == want == b.read(DAILY), what="the cut stands")
