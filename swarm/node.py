@@ -487,6 +487,16 @@ class Node:
                 return found
         return [*found, ABSENT] if own == _DELETED else found
 
+    def _bases_before(self, path: str, versions: list[str], expected: str) -> list[str]:
+        """Versions a write displaced by a render may derive from: what the render replaced
+        (`expected`) and the older ones back to the agent's own last write. The agent read the
+        file before it wrote the old one, maybe long before: a render or two earlier (diffed
+        against `expected` only, its write removed what those renders added)."""
+        older = self._bases(path, versions)
+        if expected in older:
+            return older[older.index(expected) :]
+        return [expected, *older]
+
     def _record_absent(self, path: str) -> None:
         """The file is gone from disk (or was never here): an agent that looks now reads no
         file, and whatever it writes next may derive from nothing. The absence is kept among
@@ -837,7 +847,9 @@ class Node:
                 self.store.keep_refused(path, text)
                 return
             doc = self.doc(path)
-            bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
+            versions = self.store.versions(path)
+            expected = handle.expected
+            bases = versions if expected is None else self._bases_before(path, versions, expected)
             update = doc.write(text, bases)
             disk = self._last_version(path)
             with self.store.batch():

@@ -1,4 +1,5 @@
-"""An agent that read a file as absent, then wrote it, never removes what a render put there.
+"""An agent's write never removes what a render put there after the agent read the file: not
+when it read no file at all, nor when its write was displaced by a later render.
 
 Seen in the three-daemon test: all agents create the daily file at once. Node b renders a's new
 file before b's agent (which read "no such file") writes its own first version: that write
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from node_harness import eventually, two_nodes, write_atomically
+
+from swarm.bridge.displaced import Displaced
 
 DAILY = "memory/2026-11-25.md"
 
@@ -82,3 +87,30 @@ async def test_a_rendered_file_the_agent_read_and_cut_stays_cut(tmp_path: Path) 
         want = "# 2026-11-25\n- a note\n- b note\n"
         write_atomically(b.root / DAILY, want)
         await eventually(lambda: a.read(DAILY) == want == b.read(DAILY), what="the cut stands")
+
+
+async def test_a_displaced_write_from_a_read_before_the_replaced_render_keeps_what_came_since(
+    tmp_path: Path,
+) -> None:
+    """b's agent reads, a's lines are rendered twice, and b's agent writes to the file the second
+    render takes away (displaced, merged later as a write based on what that render replaced).
+    The agent's read is older than that: the line the first render added must stay."""
+    async with two_nodes(tmp_path) as (a, b):
+        lines = ["- a one\n", "- a two\n", "- a three\n"]
+        write_atomically(a.root / DAILY, lines[0])
+        await eventually(lambda: b.read(DAILY) == lines[0], what="first render")
+        agent_read = b.read(DAILY)
+        write_atomically(a.root / DAILY, "".join(lines[:2]))
+        await eventually(lambda: b.read(DAILY) == "".join(lines[:2]), what="second render")
+        replaced = b.read(DAILY)
+        write_atomically(a.root / DAILY, "".join(lines))
+        await eventually(lambda: b.read(DAILY) == "".join(lines), what="third render")
+        assert agent_read is not None and replaced is not None
+        # What the displaced watch hands over once the agent closed the old file (displaced.py).
+        handle = cast(Displaced, SimpleNamespace(rel=DAILY, expected=replaced, keep=False))
+        await b.node._merge_displaced(handle, agent_read + "- b note\n")
+        want = {"- a one", "- a two", "- a three", "- b note"}
+        await eventually(
+            lambda: [want, want] == [set((n.read(DAILY) or "").splitlines()) for n in (a, b)],
+            what="every line on both nodes",
+        )
