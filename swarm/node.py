@@ -834,8 +834,9 @@ class Node:
 
     async def _merge_displaced(self, handle: Displaced, text: str) -> None:
         """A write an agent made to a file a render (or a crash) took away: merged as a write
-        based on what that file held (`handle.expected`; unknown after a crash: every version
-        this node recorded), kept as a version the agent saw, never as what the disk holds."""
+        based on what that file held (`handle.expected`) or an older version the agent read
+        before (back to its own last write; unknown after a crash: every version this node
+        recorded), kept as a version the agent saw, never as what the disk holds."""
         path = handle.rel
         async with self._lock(path):
             if self.refuses(path):
