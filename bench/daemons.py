@@ -23,14 +23,23 @@ HEARTBEAT_S = 0.2
 
 
 def start_daemon(
-    url: str, swarm: str, node: str, root: Path, http: str = "0"
+    url: str,
+    swarm: str,
+    node: str,
+    root: Path,
+    http: str = "0",
+    *,
+    module: str = "swarm",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`python -m <module> daemon ...`: `module` is swarm, or a wrapper taking the same arguments
+    (bench/traced_daemon.py); `env` is added to the harness's environment."""
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SWARM_HEARTBEAT_INTERVAL": str(HEARTBEAT_S)}
+    env = {**os.environ, "SWARM_HEARTBEAT_INTERVAL": str(HEARTBEAT_S), **(env or {})}
     log = (root.parent / f"{node}.log").open("ab")  # the child keeps its own copy of the fd
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "swarm", "daemon", "--dir", str(root), "--swarm", swarm,
+            [sys.executable, "-m", module, "daemon", "--dir", str(root), "--swarm", swarm,
              "--node", node, "--redis-url", url, "--http", http, "--log-level", "warning"],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -31,9 +31,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _get(port: int, path: str) -> int:
+def get(port: int, path: str, timeout: float = 2.0) -> int:
+    """The HTTP status of GET `path` on the daemon's port (0: no answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
             response.read()
             return int(response.status)
     except OSError:
@@ -47,9 +48,9 @@ def measure(files: int, window: float) -> dict[str, float]:
         port = free_port()
         proc = start_daemon(server.url, "idle", "n0", root, http=f"127.0.0.1:{port}")
         try:
-            if wait_for(lambda: _get(port, "/readyz") == 200, 60, 0.1) is None:
+            if wait_for(lambda: get(port, "/readyz") == 200, 60, 0.1) is None:
                 raise TimeoutError("the daemon was not ready within 60 s")
-            _get(port, "/metrics")
+            get(port, "/metrics")
             time.sleep(_SETTLE_S)
             cpu, started = _cpu_seconds(proc.pid), time.monotonic()
             time.sleep(window)

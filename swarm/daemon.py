@@ -208,6 +208,8 @@ async def serve(runtime: Runtime, stop: asyncio.Event) -> None:
     # Renders and file reads run in worker threads; with Python's default 5 ms GIL switch
     # interval a message arriving meanwhile could wait that long for the event loop.
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    # One commit per turn of the loop, still before anything leaves the node (see store.py).
+    runtime.store.defer_commits(asyncio.get_running_loop())
     http = _bind_http(runtime)  # before anything runs: a taken address stops the start
     await runtime.transport.start()
     log.info(
@@ -301,6 +303,7 @@ async def run(settings: DaemonSettings) -> int:
         signals_seen += 1
         if signals_seen > 1:
             log.warning("second signal: exiting now (everything stored is committed)")
+            runtime.store.commit()  # the turn in flight (group commit)
             os._exit(128 + signum)
         log.info("%s received", signal.Signals(signum).name)
         stop.set()

@@ -50,7 +50,7 @@ from swarm.bridge.survey import Survey
 from swarm.edge import APPLY_FAILED, INAPPLICABLE, OVERSIZE_FILE, Edge
 from swarm.file_health import DiskState, FileHealth
 from swarm.flood import DEFAULT_FILES, DEFAULT_MB, FloodGuard
-from swarm.heap import release_free_memory
+from swarm.heap import Trim, TrimSchedule, release_free_memory
 from swarm.memory import MemoryDoc, UpdateError
 from swarm.memory.batching import merge_runs
 from swarm.memory.stamps import Author
@@ -143,7 +143,7 @@ class Node:
         self.counters = NodeCounters()
         self._render_hold_until = 0.0  # loop time; see hold_renders
         self._renders_released = asyncio.Event()
-        self._work_seen = 0  # work counters at the last maintenance pass (see _trim_after_burst)
+        self._trim_schedule = TrimSchedule()  # when freed memory goes back to the OS
         self._locks: dict[str, asyncio.Lock] = {}
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
@@ -865,6 +865,7 @@ class Node:
             self.mark_dirty(path)
 
     async def _render_once(self, path: str) -> bool:
+        self.store.commit()  # what a render writes out is stored first (group commit)
         doc = self.doc(path)
         target, exists = doc.content, doc.exists
         last = self._last_version(path)
@@ -1015,7 +1016,6 @@ class Node:
         self, stop: asyncio.Event, interval: float = 1.0, rescan_every: float = 30.0
     ) -> None:
         next_rescan = time.monotonic() + min(0.5, rescan_every)  # the watcher arms lazily
-        trimmed_at = -1
         while not stop.is_set():
             await _sleep_or_stop(stop, min(interval, max(0.0, next_rescan - time.monotonic())))
             try:
@@ -1026,29 +1026,24 @@ class Node:
                     next_rescan = time.monotonic() + rescan_every
                 self.compact()
                 await asyncio.to_thread(self.store.checkpoint)
-                trimmed_at = self._trim_after_burst(trimmed_at)
+                await self._trim()
             except Exception as exc:
                 self.counters.last_error = str(exc)
                 log.exception("maintenance failed")
 
-    def _trim_after_burst(self, trimmed_at: int) -> int:
-        """Once a burst of work (an import, a catch-up) has gone quiet for one maintenance
-        interval, hand the memory it freed back to the OS."""
+    async def _trim(self) -> None:
+        """Hand memory freed by the work since the last pass back to the OS (swarm/heap.py)."""
         c = self.counters
-        work = c.ingested + c.rendered + c.remote_applied + c.deleted
-        if work == trimmed_at:
-            return work
-        if work == self._work_seen:
+        due = self._trim_schedule.due(c.ingested + c.rendered + c.remote_applied + c.deleted)
+        if due is Trim.AT_REST:
             # At rest no Python copy of any file's text is needed: the documents hold them, the
             # store holds the last versions, and both are read back when next asked for.
             self._last.clear()
             for doc in self.docs.values():
                 doc.drop_caches()
             self.store.release_memory()
-            release_free_memory()
-            return work
-        self._work_seen = work
-        return trimmed_at
+        if due is not None:
+            await asyncio.to_thread(release_free_memory)  # walks every arena: off the loop
 
     # -- edits asked for by the agent itself (swarm/control.py) --------------------------------
 

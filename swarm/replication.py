@@ -232,6 +232,7 @@ class Replicator:
             self.counters.published_bytes += sum(len(env.payload) for env in sendable)
 
     async def _publish(self, env: Envelope) -> None:
+        self.node.store.commit()  # nothing leaves the node before it is stored (group commit)
         sendable = self.node.protection.outgoing(env)  # signed, or None: not ours to send
         if sendable is None:
             return
@@ -556,6 +557,7 @@ class Replicator:
         interval = self.options.heartbeat_interval
         while not stop.is_set():
             try:
+                self.node.store.commit()  # what the heartbeat claims is stored
                 await self.redis.heartbeat(self.presence_info(), ttl_s=self.options.offline_after)
                 await self._anti_entropy()
             except TransportError as exc:
@@ -676,6 +678,7 @@ class Replicator:
             digest = vector.digest(doc.state_vector_dict())
             if self._snapshotted.get(path) == digest:
                 continue
+            self.node.store.commit()  # a snapshot holds only what is stored (group commit)
             state = doc.encode_state()
             env = self.node.protection.outgoing(
                 Envelope(self.options.swarm, path, self.options.node_id, Kind.STATE, state)

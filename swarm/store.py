@@ -11,11 +11,21 @@ fsync happens only at checkpoints, so a power loss may roll back the last few co
 corrupts the database. That trade is what makes an edit cheap; ``batch()`` groups many writes into
 one commit where even that cost matters.
 
+Group commit (`defer_commits`, what the daemon runs with): a top-level `batch()` joins one
+transaction per turn of the event loop, committed by a callback queued when the transaction
+opened, so it runs before anything that a later I/O event or timer wakes. A batch is then a
+savepoint (a failure still undoes only its own writes). What is about to leave the node is
+committed first, whatever the turn: `outbox()` commits before it reads, and the node and the
+replicator call `commit()` before a render, a reply, a heartbeat or a snapshot. A process crash
+loses at most the turn in flight: the agent's file or the swarm's log still holds all of it.
+
 Used from one thread only (the event loop thread); the class holds no locks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -25,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 
 import pycrdt
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "state.db"
 SCHEMA_VERSION = 2
@@ -147,6 +159,9 @@ class Store:
         self._conn = self._open()
         self._commits = 0  # top-level commits, so far and at the last checkpoint
         self._checkpointed = -1
+        self._loop: asyncio.AbstractEventLoop | None = None  # group commit, see defer_commits
+        self._group_open = False
+        self.commit_failures = 0
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -203,7 +218,37 @@ class Store:
             raise self._fail("not a swarm state database (unversioned, has tables)")
 
     def close(self) -> None:
+        self.commit()
         self._conn.close()
+
+    def defer_commits(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Group commit on `loop` (see the module docstring); None turns it off (committing
+        what is open)."""
+        if loop is None:
+            self.commit()
+        self._loop = loop
+
+    def _commit_turn(self) -> None:
+        if self._depth > 0 and self._loop is not None:  # a batch left open across an await
+            self._loop.call_soon(self._commit_turn)
+            return
+        self.commit()
+
+    def commit(self) -> None:
+        """Commit the open group transaction, if any (a no-op without group commit)."""
+        if not self._group_open or self._depth > 0:
+            return  # nothing open, or called inside a batch: its own exit decides
+        self._group_open = False
+        try:
+            self._conn.execute("COMMIT")
+            self._commits += 1
+        except sqlite3.Error as exc:
+            # The whole turn is undone: the agent's files and the swarm's log still hold it
+            # (the rescan and the cursor bring it back); nothing of it has left the node.
+            self.commit_failures += 1
+            log.error("%s: cannot commit: %s", self.db_path, _one_line(exc))
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database (and fsync) on a connection of its own, so it
@@ -251,7 +296,12 @@ class Store:
         conn = self._conn
         savepoint = f"batch_{self._depth}"
         try:
-            conn.execute("BEGIN IMMEDIATE" if self._depth == 0 else f"SAVEPOINT {savepoint}")
+            if self._depth == 0 and self._loop is not None and not self._group_open:
+                conn.execute("BEGIN IMMEDIATE")
+                self._group_open = True
+                self._loop.call_soon(self._commit_turn)
+            top = self._depth == 0 and not self._group_open
+            conn.execute("BEGIN IMMEDIATE" if top else f"SAVEPOINT {savepoint}")
         except sqlite3.Error as exc:
             raise self._fail(f"cannot begin a write: {_one_line(exc)}") from exc
         self._depth += 1
@@ -259,17 +309,17 @@ class Store:
             yield
         except BaseException as exc:
             self._depth -= 1
-            self._undo(savepoint)
+            self._undo(savepoint, top)
             if isinstance(exc, sqlite3.Error):
                 raise self._fail(_one_line(exc)) from exc
             raise
         self._depth -= 1
         try:
-            conn.execute("COMMIT" if self._depth == 0 else f"RELEASE {savepoint}")
-            if self._depth == 0:
+            conn.execute("COMMIT" if top else f"RELEASE {savepoint}")
+            if top:
                 self._commits += 1
         except sqlite3.Error as exc:
-            self._undo(savepoint)
+            self._undo(savepoint, top)
             raise self._fail(f"cannot commit: {_one_line(exc)}") from exc
 
     @contextmanager
@@ -286,12 +336,13 @@ class Store:
         with self.batch():
             yield
 
-    def _undo(self, savepoint: str) -> None:
+    def _undo(self, savepoint: str, top: bool) -> None:
         """Roll back the current level; SQLite may already have rolled back on I/O errors."""
         conn = self._conn
         if not conn.in_transaction:
+            self._group_open = False
             return
-        if self._depth == 0:
+        if top:
             conn.execute("ROLLBACK")
         else:
             conn.execute(f"ROLLBACK TO {savepoint}")
@@ -460,6 +511,8 @@ class Store:
     # -- outbox -----------------------------------------------------------------------------
 
     def outbox(self, limit: int = 1000) -> list[OutboxEntry]:
+        """The oldest unacknowledged entries, committed first: they are about to leave."""
+        self.commit()
         rows = self._conn.execute("SELECT id, path, data FROM outbox ORDER BY id LIMIT ?", (limit,))
         return [OutboxEntry(int(id_), str(path), bytes(data)) for id_, path, data in rows]
 

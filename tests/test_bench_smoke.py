@@ -43,3 +43,21 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
     for figure in report["figures"]:
         measured = figure["value"] if figure["p50"] is None else figure["p50"]
         assert isinstance(measured, int | float), figure
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_chaos_run_reports_memory_over_time_and_converges() -> None:
+    """bench/chaos.py at a tiny size: three daemons, edits, status asks, RSS table, convergence."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", "--minutes", "0.3", "--files", "12", "--rate", "20",
+         "--sample", "2", "--status-every", "3", "--seed", "7"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "slope 2nd half" in proc.stdout
+    assert "heartbeats agree: yes" in proc.stdout
+    assert "at rest" in proc.stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ class Recorder:
     root: Path
     policy: PathPolicy
     batches: list[list[FileEvent]] = field(default_factory=list)
+    hidden: set[str] = field(default_factory=set)
 
     def events(self) -> list[FileEvent]:
-        return [event for batch in self.batches for event in batch]
+        return [event for batch in self.batches for event in batch if event.path not in self.hidden]
 
     def paths(self) -> set[str]:
         return {event.path for event in self.events()}
@@ -39,8 +41,11 @@ class Recorder:
         self.batches.clear()
 
 
-@pytest.fixture
-async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
+BACKENDS = ["inotify", "poll"] if sys.platform.startswith("linux") else ["poll"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def recorder(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Recorder]:
     root = tmp_path / "root"
     root.mkdir()
     policy = PathPolicy(root)
@@ -48,7 +53,7 @@ async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
     stop = asyncio.Event()
 
     async def collect() -> None:
-        async for batch in FolderWatcher(root, policy).events(stop):
+        async for batch in FolderWatcher(root, policy, backend=request.param).events(stop):
             rec.batches.append(batch)
 
     task = asyncio.create_task(collect())
@@ -61,6 +66,9 @@ async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
         await asyncio.sleep(0.02)
     probe.unlink()
     await rec.wait_event("probe.md", deleted=True)
+    # The polling backend may still deliver a batch of the probe's earlier writes after its
+    # deletion; the probe is this fixture's own file, so the tests never see it.
+    rec.hidden.add("probe.md")
     rec.clear()
     yield rec
     stop.set()
@@ -198,3 +206,108 @@ def test_scan_lists_accepted_regular_files_sorted(tmp_path: Path) -> None:
         "SOUL.md",
         "memory/2026-11-25.md",
     ]
+
+
+# -- inotify: a file its writer closed is reported at once --------------------------------------
+
+inotify_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux inotify")
+_FOREVER_MS = 600_000  # a quiet time no test outlives: whatever is reported came from a close
+
+
+@pytest.fixture
+async def closing(tmp_path: Path) -> AsyncIterator[Recorder]:
+    """An inotify watcher whose quiet time for files held open never ends within a test."""
+    root = tmp_path / "root"
+    root.mkdir()
+    policy = PathPolicy(root)
+    rec = Recorder(root, policy)
+    stop = asyncio.Event()
+    watcher = FolderWatcher(root, policy, debounce_ms=_FOREVER_MS, backend="inotify")
+
+    async def collect() -> None:
+        async for batch in watcher.events(stop):
+            rec.batches.append(batch)
+
+    task = asyncio.create_task(collect())
+    limit = time.monotonic() + DEADLINE
+    while "probe.md" not in rec.paths():
+        assert time.monotonic() < limit, "watcher never started"
+        (root / "probe.md").write_text(str(time.monotonic_ns()), encoding="utf-8")
+        await asyncio.sleep(0.02)
+    rec.hidden.add("probe.md")  # the fixture's own file: its late events are not the tests'
+    rec.clear()
+    yield rec
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+
+
+@inotify_only
+async def test_closed_file_is_reported_without_quiet_time(closing: Recorder) -> None:
+    with open(closing.root / "MEMORY.md", "a", encoding="utf-8") as handle:
+        handle.write("one\n")
+    await closing.wait_event("MEMORY.md", deleted=False)
+
+
+@inotify_only
+async def test_file_held_open_waits_for_its_close(closing: Recorder) -> None:
+    handle = open(closing.root / "MEMORY.md", "a", encoding="utf-8")  # noqa: SIM115
+    try:
+        handle.write("half of a rewrite\n")
+        handle.flush()
+        # Events arrive in order: once the marker's close is seen, the open file's write was too.
+        (closing.root / "marker.md").write_text("m\n", encoding="utf-8")
+        await closing.wait_event("marker.md", deleted=False)
+        assert "MEMORY.md" not in closing.paths()
+    finally:
+        handle.close()
+    await closing.wait_event("MEMORY.md", deleted=False)
+
+
+@inotify_only
+async def test_folder_renamed_inside_root_is_watched_under_its_new_name(closing: Recorder) -> None:
+    (closing.root / "memory" / "sub").mkdir(parents=True)
+    (closing.root / "memory" / "sub" / "a.md").write_text("a\n", encoding="utf-8")
+    await closing.wait_event("memory/sub/a.md", deleted=False)
+    os.rename(closing.root / "memory", closing.root / "notes")
+    await closing.wait_event("memory/sub/a.md", deleted=True)
+    await closing.wait_event("notes/sub/a.md", deleted=False)
+    closing.clear()
+    (closing.root / "notes" / "sub" / "b.md").write_text("b\n", encoding="utf-8")
+    await closing.wait_event("notes/sub/b.md", deleted=False)
+    assert all(not path.startswith("memory/") for path in closing.paths())
+
+
+@inotify_only
+async def test_root_removed_ends_the_watch_with_an_error(tmp_path: Path) -> None:
+    from swarm.bridge.inotify_source import FolderGone
+
+    root = tmp_path / "root"
+    root.mkdir()
+    stop = asyncio.Event()
+    watcher = FolderWatcher(root, PathPolicy(root), backend="inotify")
+    started = asyncio.Event()
+
+    async def drain() -> None:
+        async for batch in watcher.events(stop):
+            if FileEvent("probe.md", False) in batch:
+                started.set()
+
+    task = asyncio.create_task(drain())
+    limit = time.monotonic() + DEADLINE
+    while not started.is_set():
+        assert time.monotonic() < limit, "watcher never started"
+        (root / "probe.md").write_text("p\n", encoding="utf-8")
+        await asyncio.sleep(0.02)
+    shutil.rmtree(root)
+    with pytest.raises(FolderGone):
+        await asyncio.wait_for(task, DEADLINE)
+
+
+def test_overflow_reports_every_file_known_or_on_disk(tmp_path: Path) -> None:
+    """inotify reports a queue overflow as the root itself: every file is looked at again."""
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "a.md").write_text("a\n", encoding="utf-8")
+    watcher = FolderWatcher(tmp_path, PathPolicy(tmp_path))
+    watcher._known = {"gone.md"}
+    events = watcher._batch([str(watcher.root)])
+    assert events == [FileEvent("gone.md", True), FileEvent("memory/a.md", False)]

@@ -285,3 +285,22 @@ def test_a_new_empty_file_is_an_update_that_makes_it_exist_elsewhere() -> None:
     c.write("- filled elsewhere\n")  # a genesis on another node meets the empty file
     exchange(a, b, c)
     assert a.content == "- filled elsewhere\n" and a.exists
+
+
+def test_appends_keep_the_text_pycrdt_holds() -> None:
+    """A pure append notes the new text itself (no copy out of pycrdt): it must be what pycrdt
+    holds, with multi-byte characters and after remote changes in between."""
+    a, b = pair("# Memory\n")
+    text = "# Memory\n"
+    for i, line in enumerate(["- café ☕\n", "- 🦀 crab\n", "- plain\n"]):
+        text += line
+        update = a.write(text)
+        assert update is not None
+        assert a.stored_text == str(a._text)
+        b.apply(update)
+        if i == 1:
+            remote = b.write(b.content + "- from b\n")
+            assert remote is not None
+            a.apply(remote)
+            text = a.content
+    assert a.content == b.content == str(a._text)

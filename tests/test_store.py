@@ -432,3 +432,101 @@ def test_a_crash_between_the_log_row_and_the_outbox_row_keeps_neither(state_dir:
     assert crashed.returncode == 9
     assert peek(state_dir, "SELECT data FROM doc_log ORDER BY rowid") == [(b"before",)]
     assert peek(state_dir, "SELECT data FROM outbox ORDER BY id") == [(b"before",)]
+
+
+# -- group commit ----------------------------------------------------------------------------
+
+
+async def test_group_commit_is_one_commit_per_loop_turn(store: Store, state_dir: Path) -> None:
+    import asyncio
+
+    store.defer_commits(asyncio.get_running_loop())
+    for i in range(5):
+        append_local(store, "a.md", b"u%d" % i)
+    store.set_meta("cursor", "1-0")
+    assert peek(state_dir, "SELECT count(*) FROM outbox") == [(0,)]  # not committed yet
+    commits = store._commits
+    await asyncio.sleep(0)
+    assert peek(state_dir, "SELECT count(*) FROM outbox") == [(5,)]
+    assert peek(state_dir, "SELECT value FROM meta WHERE key = 'cursor'") == [("1-0",)]
+    assert store._commits == commits + 1
+
+
+async def test_group_commit_commits_what_is_about_to_leave(store: Store, state_dir: Path) -> None:
+    import asyncio
+
+    store.defer_commits(asyncio.get_running_loop())
+    first = append_local(store, "a.md", b"one")
+    assert [entry.id for entry in store.outbox()] == [first]
+    assert peek(state_dir, "SELECT id FROM outbox") == [(first,)]
+
+
+async def test_group_commit_failed_batch_undoes_only_itself(store: Store, state_dir: Path) -> None:
+    import asyncio
+
+    store.defer_commits(asyncio.get_running_loop())
+    kept = append_local(store, "a.md", b"kept")
+    with pytest.raises(RuntimeError), store.batch():
+        append_local(store, "a.md", b"undone")
+        raise RuntimeError("boom")
+    store.close()
+    assert peek(state_dir, "SELECT id, data FROM outbox") == [(kept, b"kept")]
+
+
+_GROUP_WRITER = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    from pathlib import Path
+    from swarm.store import Store
+
+    async def main() -> None:
+        store = Store(Path(sys.argv[1]))
+        store.defer_commits(asyncio.get_running_loop())
+        for turn in range(10**9):
+            for i in range(7):
+                with store.batch():
+                    store.append_update(f"doc{i % 3}.md", b"x" * (100 + i), local=True)
+            if turn % 3 == 0:  # what outbox() returns is what leaves the node
+                print(*[entry.id for entry in store.outbox(limit=10**9)], flush=True)
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_with_group_commit_loses_nothing_that_left(state_dir: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _GROUP_WRITER, str(state_dir)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    sent: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(sent) < 3000 and time.monotonic() < deadline:
+            line = writer.stdout.readline()
+            assert line, "writer exited early"
+            sent.update(int(field) for field in line.split())
+        assert writer.poll() is None, "writer must still be writing when killed"
+        writer.send_signal(signal.SIGKILL)
+        rest, _ = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    sent.update(
+        int(field)
+        for line in rest.splitlines(keepends=True)
+        if line.endswith("\n")
+        for field in line.split()
+    )
+    assert len(sent) >= 3000
+    assert peek(state_dir, "PRAGMA quick_check") == [("ok",)]
+    with Store(state_dir) as store:
+        present = {entry.id for entry in store.outbox(limit=10**9)}
+        assert sent <= present
+        logged = sum(store.log_stats(f"doc{i}.md")[0] for i in range(3))
+        assert logged == len(present)  # log and outbox together, each batch all or nothing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -52,6 +53,21 @@ def _prefer_existing_terminator(stored: str, tail: str, current: list[str]) -> t
     return stored, tail
 
 
+def _weak(method: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An observer that does not keep its document alive. pycrdt keeps a type's observers in a
+    Rust subscription the garbage collector cannot see into: an observer holding the
+    `MemoryDoc` closes a cycle no collection ever breaks, so every document replaced or dropped
+    (a rebuild, a status computed in the daemon) stayed in memory with its whole CRDT state."""
+    ref = weakref.WeakMethod(method)
+
+    def observer(event: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(event)
+
+    return observer
+
+
 def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError | GeneratorExit)
 
@@ -81,8 +97,8 @@ class MemoryDoc:
         # attached only while a local change is being captured.
         self.revision = 0
         self._changed = False
-        self._text.observe(self._on_text)
-        self._meta.observe(self._on_meta)
+        self._text.observe(_weak(self._on_text))
+        self._meta.observe(_weak(self._on_meta))
         self._resolved_geneses: frozenset[int] = frozenset()
         self._held: list[tuple[int, int, bytes]] = []  # (client, first clock, update)
         self.broken = False
@@ -223,7 +239,9 @@ class MemoryDoc:
             # line the document has and no base could explain it better (a stale base would, if
             # a line had been removed since: then the write must not bring it back).
             added = stored[len(current) :]
-            return self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
+            update = self._transact(lambda: self._text.insert(len(self._text), added), tail=tail)
+            self._text_cache = stored  # what the insert made: no copy out of pycrdt to learn it
+            return update
         current_lines = split_lines(current)
         stored, tail = _prefer_existing_terminator(stored, tail, current_lines)
         stored = "".join(self._keep_virtual_terminator(current_lines, split_lines(stored)))
