@@ -154,9 +154,20 @@ class Agent:
     """Writes a memory folder the way agents do: read the whole file, append, rewrite it whole,
     either in place (`open('w')`: truncate then write) or atomically (temp file + rename)."""
 
-    def __init__(self, root: Path, name: str, *, seed: int = 0, in_place: float = 0.5) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        *,
+        seed: int = 0,
+        in_place: float = 0.5,
+        think: tuple[float, float] | None = None,
+    ) -> None:
         self.root = root
         self.in_place = in_place  # share of writes made in place
+        # Seconds between reading a file and writing it back (None: none), like a model thinking
+        # (pacing of the workload, not synchronisation): renders land in between.
+        self.think = think
         self.name = name
         self.written: dict[str, list[str]] = {}
         self._count = 0
@@ -176,6 +187,8 @@ class Agent:
             text += "\n"
         if atomic is None:
             atomic = self._random.random() >= self.in_place
+        if self.think is not None:
+            time.sleep(self._random.uniform(*self.think))
         write_file(path, text + line + "\n", atomic=atomic)
         self.written.setdefault(rel, []).append(line)
         return line

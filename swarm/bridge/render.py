@@ -17,9 +17,9 @@ existing file goes like this:
    deleted and the lease let go. Otherwise the lease is let go, the waiting writer gets the old
    file and writes to it: it is kept at its temp name and handed back (`RenderResult.displaced`,
    displaced.py), read once no process has it open for writing, merged as a write based on
-   `expected`, and only then deleted (a crash before leaves it for the next start). A file
-   that is not the one checked (an agent renamed another over it just before the swap) is
-   handed back the same way.
+   `expected` (or an older version the agent read), and only then deleted (a crash before
+   leaves it for the next start). A file that is not the one checked (an agent renamed another
+   over it just before the swap) is handed back the same way.
 
 Readers never see a half-written file: the swap is one atomic rename, and a reader that has the
 old file open keeps reading the old text. A writer held at step 4 waits for steps 5-7 only

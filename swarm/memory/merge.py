@@ -33,7 +33,10 @@ def choose_base(written: str, candidates: Sequence[str]) -> str:
     and "re-adds" every line removed since, while the agent's own change is the same whatever the
     base. On a tie between the current text and an older version, the older one wins: merging
     from it keeps what happened since, while diffing against the current text would delete it, and
-    no edit may be lost on a guess. Among older versions the newest wins.
+    no edit may be lost on a guess. Among older versions the newest wins, except the empty
+    text (the file as absent, or empty: see `Node._record_absent`): it wins every tie, since a
+    write merged from it removes nothing (a new file's header line that a peer's new file has
+    too is no sign that the agent read the peer's file).
     """
     new_lines = _keys(written)
     current_cost = edit_distance(_keys(candidates[0]), new_lines)
@@ -42,7 +45,7 @@ def choose_base(written: str, candidates: Sequence[str]) -> str:
     best, best_cost = candidates[0], current_cost + 1  # any older version at <= cost beats it
     for candidate in candidates[1:]:
         cost = edit_distance(_keys(candidate), new_lines)
-        if cost < best_cost:
+        if cost < best_cost or (cost == best_cost and not candidate):
             best, best_cost = candidate, cost
             if cost == 0:
                 break

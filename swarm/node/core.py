@@ -133,6 +133,14 @@ class NodeCore:
             self._last[path] = self.store.last_version(path)
         return self._last[path]
 
+    def _record_absent(self, path: str) -> None:
+        """The file is gone from disk (or was never here): an agent that looks now reads no
+        file, and whatever it writes next may derive from nothing. The absence is kept among
+        the versions as the empty text, so that write is merged as adding to an empty file,
+        not diffed against a render it never read (which would remove the render's lines)."""
+        self._record_version(path, ABSENT)
+        self._set_existed(path, False)
+
     def _record_version(self, path: str, text: str) -> str:
         """Returns the copy of `text` kept: the document's own when equal (one copy, not two,
         of every large file in memory)."""
@@ -222,3 +230,6 @@ class NodeCore:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._displaced.close()  # files not read yet stay on disk for the next start
+
+
+ABSENT = ""  # the version an agent reads where there is no file

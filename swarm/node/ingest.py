@@ -19,6 +19,7 @@ from swarm.bridge import (
 )
 from swarm.bridge.displaced import content_digest
 from swarm.bridge.pathrules import path_problem, shown
+from swarm.node.core import ABSENT
 from swarm.node.guard import DeletionGuard
 from swarm.node.options import NodeOptions
 from swarm.problems import one_line
@@ -125,7 +126,8 @@ class Ingest(DeletionGuard):
             if path in self.docs and existed and self.docs[path].exists:
                 self._delete_locally(path, last)
             elif existed:
-                self._set_existed(path, False)
+                with self.store.batch():
+                    self._record_absent(path)
             return
         if result.text is None:
             problem = result.problem or "unreadable"
@@ -229,19 +231,30 @@ class Ingest(DeletionGuard):
 
     def _bases(self, path: str, versions: list[str]) -> list[str]:
         """Versions the agent may have read: newest first, back to its own last write (an agent
-        always sees what it wrote itself). No base once the agent deleted the file itself: what
-        it writes next is a new file, not a stale copy of the old one."""
+        always sees what it wrote itself). Once the agent deleted the file itself, back to that
+        deletion only: what it writes next is a new file (based on the absent file, "", see
+        `_record_absent`), not a stale copy of the old one."""
         own = self._own_write.get(path)
-        if own == _DELETED:
-            return []
         if own is None:
             return versions
         found: list[str] = []
         for version in versions:
             found.append(version)
+            if own == _DELETED and version == ABSENT:
+                return found
             if len(version) == own[0] and _fingerprint(version) == own:
-                break
-        return found
+                return found
+        return [*found, ABSENT] if own == _DELETED else found
+
+    def _bases_before(self, path: str, versions: list[str], expected: str) -> list[str]:
+        """Versions a write displaced by a render may derive from: what the render replaced
+        (`expected`) and the older ones back to the agent's own last write. The agent read the
+        file before it wrote the old one, maybe long before: a render or two earlier (diffed
+        against `expected` only, its write removed what those renders added)."""
+        older = self._bases(path, versions)
+        if expected in older:
+            return older[older.index(expected) :]
+        return [expected, *older]
 
     def _delete_locally(self, path: str, last: str | None) -> None:
         doc = self.docs[path]
@@ -252,15 +265,16 @@ class Ingest(DeletionGuard):
             self.store.trash(path, last if last is not None else content)
             if update is not None:
                 self._append(path, update, local=True)
-            self._set_existed(path, False)
+            self._record_absent(path)
         self.counters.deleted += 1
         if update is not None:
             self._notify()
 
     async def _merge_displaced(self, handle: Displaced, text: str) -> None:
         """A write an agent made to a file a render (or a crash) took away: merged as a write
-        based on what that file held (`handle.expected`; unknown after a crash: every version
-        this node recorded), kept as a version the agent saw, never as what the disk holds."""
+        based on what that file held (`handle.expected`) or an older version the agent read
+        before (back to its own last write; unknown after a crash: every version this node
+        recorded), kept as a version the agent saw, never as what the disk holds."""
         path = handle.rel
         async with self._lock(path):
             if self.refuses(path):
@@ -272,7 +286,9 @@ class Ingest(DeletionGuard):
                 self.store.keep_refused(path, text)
                 return
             doc = self.doc(path)
-            bases = [handle.expected] if handle.expected is not None else self.store.versions(path)
+            versions = self.store.versions(path)
+            expected = handle.expected
+            bases = versions if expected is None else self._bases_before(path, versions, expected)
             update = doc.write(text, bases)
             disk = self._last_version(path)
             with self.store.batch():

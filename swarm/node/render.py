@@ -20,6 +20,7 @@ from swarm.bridge import (
     remove_file,
     write_atomic,
 )
+from swarm.node.core import ABSENT
 from swarm.node.ingest import Ingest
 from swarm.problems import one_line
 
@@ -201,6 +202,8 @@ class Renderer(Ingest):
                     known=self._stats.get(path),
                 )
                 with self.store.batch():
+                    if not existed:
+                        self._record_version(path, ABSENT)  # what the agent may have read
                     self._record_version(path, target)
                     self._set_existed(path, True)
             else:
@@ -217,7 +220,8 @@ class Renderer(Ingest):
                     if trashed is not None:
                         self.store.untrash(trashed)
                     raise
-                self._set_existed(path, False)
+                with self.store.batch():
+                    self._record_absent(path)
             self._took(path, result)
         except AgentWriteCaptured as captured:
             # The render went through, and the agent's write it displaced is in our hands:
