@@ -339,39 +339,11 @@ _WRITER = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize("group", [1, 20])
 def test_sigkill_loses_nothing_that_returned(state_dir: Path, group: int) -> None:
-    writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(state_dir), str(group)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert writer.stdout is not None
-    printed: list[int] = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(printed) < 2000 and time.monotonic() < deadline:
-            line = writer.stdout.readline()
-            assert line, "writer exited early"
-            printed.extend(int(field) for field in line.split())
-        assert writer.poll() is None, "writer must still be writing when killed"
-        writer.send_signal(signal.SIGKILL)
-        rest, _ = writer.communicate(timeout=30)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
-    assert writer.returncode == -signal.SIGKILL
-    printed.extend(
-        int(field)
-        for line in rest.splitlines(keepends=True)
-        if line.endswith("\n")
-        for field in line.split()
-    )
-    assert len(printed) >= 2000
-
+    printed = _ids_printed_until_killed(_WRITER, state_dir, str(group), at_least=2000)
     assert peek(state_dir, "PRAGMA quick_check") == [("ok",)]
     with Store(state_dir) as store:
         present = {entry.id for entry in store.outbox(limit=10**9)}
-        assert set(printed) <= present
+        assert printed <= present
         # Each local update went to the log and the outbox together, a batch all or nothing.
         logged = sum(store.log_stats(f"doc{i}.md")[0] for i in range(3))
         assert logged == len(present)
@@ -498,17 +470,29 @@ _GROUP_WRITER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sigkill_with_group_commit_loses_nothing_that_left(state_dir: Path) -> None:
+    sent = _ids_printed_until_killed(_GROUP_WRITER, state_dir, at_least=3000)
+    assert peek(state_dir, "PRAGMA quick_check") == [("ok",)]
+    with Store(state_dir) as store:
+        present = {entry.id for entry in store.outbox(limit=10**9)}
+        assert sent <= present
+        logged = sum(store.log_stats(f"doc{i}.md")[0] for i in range(3))
+        assert logged == len(present)  # log and outbox together, each batch all or nothing
+
+
+def _ids_printed_until_killed(script: str, state_dir: Path, *args: str, at_least: int) -> set[int]:
+    """Run a writer script, SIGKILL it once it printed `at_least` ids (each printed only after
+    its store call returned), and return every id of a complete line it printed."""
     writer = subprocess.Popen(
-        [sys.executable, "-c", _GROUP_WRITER, str(state_dir)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(state_dir), *args], stdout=subprocess.PIPE, text=True
     )
     assert writer.stdout is not None
-    sent: set[int] = set()
+    printed: set[int] = set()
     deadline = time.monotonic() + 60
     try:
-        while len(sent) < 3000 and time.monotonic() < deadline:
+        while len(printed) < at_least and time.monotonic() < deadline:
             line = writer.stdout.readline()
             assert line, "writer exited early"
-            sent.update(int(field) for field in line.split())
+            printed.update(int(field) for field in line.split())
         assert writer.poll() is None, "writer must still be writing when killed"
         writer.send_signal(signal.SIGKILL)
         rest, _ = writer.communicate(timeout=30)
@@ -517,16 +501,11 @@ def test_sigkill_with_group_commit_loses_nothing_that_left(state_dir: Path) -> N
             writer.kill()
             writer.wait()
     assert writer.returncode == -signal.SIGKILL
-    sent.update(
+    printed.update(
         int(field)
         for line in rest.splitlines(keepends=True)
         if line.endswith("\n")
         for field in line.split()
     )
-    assert len(sent) >= 3000
-    assert peek(state_dir, "PRAGMA quick_check") == [("ok",)]
-    with Store(state_dir) as store:
-        present = {entry.id for entry in store.outbox(limit=10**9)}
-        assert sent <= present
-        logged = sum(store.log_stats(f"doc{i}.md")[0] for i in range(3))
-        assert logged == len(present)  # log and outbox together, each batch all or nothing
+    assert len(printed) >= at_least
+    return printed

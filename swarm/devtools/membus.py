@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swarm.transport.base import Message, NodeRecord, TransportError, parse_stream_id
+from swarm.transport.base import (
+    Message,
+    NodeRecord,
+    TransportError,
+    parse_stream_id,
+    queued_messages,
+    ready_messages,
+)
 from swarm.wire import Envelope, Kind
 
 if TYPE_CHECKING:
@@ -185,11 +192,7 @@ class MemoryTransport:
         return [await self.publish_chained(env) for env in envs]
 
     async def messages(self) -> AsyncIterator[Message]:
-        while True:
-            message = await self._queue.get()
-            if message is None:
-                self._queue.put_nowait(None)  # other consumers end too
-                return
+        async for message in queued_messages(self._queue):
             yield message
 
     @property
@@ -197,17 +200,7 @@ class MemoryTransport:
         return self._queue.qsize()
 
     def ready_messages(self, limit: int) -> list[Message]:
-        found: list[Message] = []
-        while len(found) < limit:
-            try:
-                message = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if message is None:
-                self._queue.put_nowait(None)
-                break
-            found.append(message)
-        return found
+        return ready_messages(self._queue, limit)
 
     async def close(self) -> None:
         if not self._closed:

@@ -8,6 +8,7 @@ in-process bus of the tests (`swarm.devtools.membus`), so in-memory tests run th
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -180,3 +181,32 @@ def gap_marker(swarm: str) -> Message:
 
 def is_gap_marker(message: Message) -> bool:
     return message.gap
+
+
+# -- the received-message queue both transports keep (None marks the end of the stream) ------
+
+
+async def queued_messages(queue: asyncio.Queue[Message | None]) -> AsyncIterator[Message]:
+    """Yield from `queue` until the end marker, which stays for every other consumer."""
+    while True:
+        message = await queue.get()
+        if message is None:
+            queue.put_nowait(None)
+            return
+        yield message
+
+
+def ready_messages(queue: asyncio.Queue[Message | None], limit: int) -> list[Message]:
+    """Messages already received, without waiting: lets the consumer apply a burst in one
+    store commit. The end marker is left in place for `queued_messages`."""
+    found: list[Message] = []
+    while len(found) < limit:
+        try:
+            message = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        if message is None:
+            queue.put_nowait(None)
+            break
+        found.append(message)
+    return found

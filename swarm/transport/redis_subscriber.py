@@ -12,7 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 from swarm.transport import codec
-from swarm.transport.base import Message, gap_marker, parse_stream_id
+from swarm.transport.base import (
+    Message,
+    gap_marker,
+    parse_stream_id,
+    queued_messages,
+    ready_messages,
+)
 from swarm.transport.codec import Rejected
 from swarm.transport.redis_client import ReconnectBackoff
 from swarm.transport.redis_connection import CONNECTION_ERRORS, RedisConnection, log
@@ -83,11 +89,7 @@ class RedisSubscriber(RedisConnection):
 
     async def messages(self) -> AsyncIterator[Message]:
         """Envelopes from other senders, and a gap marker after every reconnect."""
-        while True:
-            message = await self._queue.get()
-            if message is None:
-                self._queue.put_nowait(None)  # other consumers end too
-                return
+        async for message in queued_messages(self._queue):
             yield message
 
     async def _subscribe(self) -> Subscription:
@@ -195,14 +197,4 @@ class RedisSubscriber(RedisConnection):
     def ready_messages(self, limit: int) -> list[Message]:
         """Messages already received, without waiting: lets the consumer apply a burst in one
         store commit. The end-of-stream marker is left in place for `messages()`."""
-        found: list[Message] = []
-        while len(found) < limit:
-            try:
-                message = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if message is None:
-                self._queue.put_nowait(None)
-                break
-            found.append(message)
-        return found
+        return ready_messages(self._queue, limit)
