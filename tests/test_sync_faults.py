@@ -134,10 +134,7 @@ async def test_a_dropped_pubsub_message_heals_within_two_heartbeats_without_new_
     await sender.start()
     await receiver.start()
     try:
-        await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n", atomic=True)
-        await wait_until_async(
-            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
-        )
+        await _first_edit_arrives(folders)
         receiver.armed = True
         await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n- lost\n", atomic=True)
         await wait_until_async(lambda: bool(receiver.dropped), "the update was dropped")
@@ -206,6 +203,14 @@ SLOW_HEARTBEAT = {"heartbeat_interval": 60.0, "offline_after": 600.0}
 GAP_HEALS_WITHIN_S = 3.0  # the gap check waits 0.1 s, then one log read; a heartbeat is 60 s
 
 
+async def _first_edit_arrives(folders: dict[str, Path]) -> None:
+    """a writes MEMORY.md's first line and b holds the same files: the pair syncs."""
+    await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n", atomic=True)
+    await wait_until_async(
+        lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
+    )
+
+
 def _in_process_pair(
     tmp_path: Path, url: str, receiver_class: type[InProcessDaemon], **extra: float
 ) -> tuple[dict[str, Path], InProcessDaemon, InProcessDaemon]:
@@ -230,10 +235,7 @@ async def test_a_broken_chain_of_log_ids_alone_triggers_a_log_read(
     await receiver.start()
     try:
         memory = folders["a"] / "MEMORY.md"
-        await in_thread(write_file, memory, "# Memory\n", atomic=True)
-        await wait_until_async(
-            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
-        )
+        await _first_edit_arrives(folders)
         receiver.armed = True
         await in_thread(write_file, memory, "# Memory\n- lost\n", atomic=True)
         await wait_until_async(lambda: bool(receiver.dropped), "the update was dropped")
@@ -293,10 +295,7 @@ async def test_a_reconnect_alone_triggers_a_log_read(
     await receiver.start()
     try:
         memory = folders["a"] / "MEMORY.md"
-        await in_thread(write_file, memory, "# Memory\n", atomic=True)
-        await wait_until_async(
-            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
-        )
+        await _first_edit_arrives(folders)
         receiver.hold = True
         await _kill_pubsub_clients(redis_server.url)
         await receiver.held.wait()
@@ -333,10 +332,7 @@ async def test_a_missed_update_whose_writer_went_offline_still_arrives(
     await sender.start()
     await receiver.start()
     try:
-        await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n", atomic=True)
-        await wait_until_async(
-            lambda: read_tree(folders["b"]) == read_tree(folders["a"]), "the first edit arrives"
-        )
+        await _first_edit_arrives(folders)
         receiver.armed = True
         await in_thread(write_file, folders["a"] / "MEMORY.md", "# Memory\n- missed\n", atomic=True)
         await wait_until_async(lambda: bool(receiver.dropped), "the update was dropped")
